@@ -1,0 +1,60 @@
+"""Typed errors. Every message says what went wrong and what to do about it.
+
+The CLI prints `edgelm: error: <message>` on one line and exits with `EdgeLMError.exit_code`.
+"""
+
+
+class EdgeLMError(Exception):
+    """Base of every error edgelm raises on purpose."""
+
+    exit_code = 2
+
+
+class ModelSourceError(EdgeLMError):
+    """The model folder to export is missing or is not a Hugging Face model folder."""
+
+
+class UnsupportedArchitecture(EdgeLMError):
+    """The model's `architectures` entry has no registered exporter."""
+
+    def __init__(self, name: str, supported: list[str]):
+        self.name = name
+        self.supported = sorted(supported)
+        super().__init__(
+            f"architecture {name!r} is not supported; supported: {', '.join(self.supported)}"
+        )
+
+
+class OutputExistsError(EdgeLMError):
+    """The output folder exists and --force was not given."""
+
+    def __init__(self, path):
+        super().__init__(f"output folder {path} already exists; pass --force to replace it")
+
+
+class ExportError(EdgeLMError):
+    """The export pipeline failed; nothing was written to the output folder."""
+
+
+class QuantizationError(ExportError):
+    """An unknown quantization mode or a quantization step that failed."""
+
+
+class PackageError(EdgeLMError):
+    """A package folder is missing, incomplete, corrupted or made by an incompatible edgelm."""
+
+
+class ProviderUnavailable(EdgeLMError):
+    """The requested execution provider is not available in this onnxruntime installation."""
+
+
+class GenerationError(EdgeLMError):
+    """Generation cannot proceed, e.g. the prompt does not fit the context window."""
+
+
+class BenchError(EdgeLMError):
+    """A benchmark configuration that cannot be run as asked."""
+
+
+class UsageError(EdgeLMError):
+    """Command-line arguments that contradict each other."""

@@ -1,0 +1,56 @@
+"""`edgelm info`: what this installation can run, or what a package holds."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+
+from edgelm import __version__
+from edgelm.manifest import Manifest
+
+MIB = 1 << 20
+
+
+def describe_environment() -> str:
+    import onnxruntime as ort
+
+    from edgelm.runtime.providers import PROVIDERS, available_providers
+
+    available = set(available_providers())
+    lines = [
+        f"edgelm {__version__}, onnxruntime {ort.__version__}, python {platform.python_version()}",
+        f"onnxruntime providers: {', '.join(ort.get_available_providers())}",
+        "edgelm providers:",
+    ]
+    for name, spec in PROVIDERS.items():
+        state = "available" if name in available else f"not installed ({spec.install})"
+        lines.append(f"  {name:8s} {spec.device:4s} {state}")
+    for pkg in ("tokenizers", "numpy", "torch", "transformers", "optimum-onnx"):
+        try:
+            lines.append(f"{pkg} {importlib.metadata.version(pkg)}")
+        except importlib.metadata.PackageNotFoundError:
+            lines.append(f"{pkg}: not installed")
+    return "\n".join(lines)
+
+
+def describe_package(path: str) -> str:
+    m = Manifest.load(path)
+    m.verify(path)
+    q = m.quantization
+    quant = q.mode + (f" ({q.method}, {q.bits} bits, block {q.block_size}, "
+                      f"{'symmetric' if q.symmetric else 'asymmetric'}, accuracy level {q.accuracy_level})"
+                      if q.method == "MatMulNBits" else "")
+    kv = m.kv_cache
+    lines = [
+        f"package      {path} (format {m.format_version})",
+        f"model        {m.architecture} ({m.model_type}) from {m.source.get('model', '?')}",
+        f"quantization {quant}",
+        f"context      {m.context_length} tokens, vocab {m.vocab_size}",
+        f"kv cache     {kv.num_layers} layers x {kv.num_kv_heads} kv heads x {kv.head_dim} dims, {kv.dtype}",
+        f"eos ids      {list(m.generation.eos_token_ids)}, add BOS: {m.generation.add_bos}",
+        f"chat         {'template present' if m.chat_template else 'no template'}",
+        f"made by      " + ", ".join(f"{k} {v}" for k, v in m.producer.items()),
+        "files:",
+    ]
+    lines += [f"  {name:24s} {e.bytes / MIB:9.2f} MiB  sha256 {e.sha256[:16]}…" for name, e in m.files.items()]
+    return "\n".join(lines)

@@ -1,0 +1,219 @@
+"""The package contract between export and runtime: `edgelm.json`.
+
+A package is a folder holding an ONNX graph (+ external data), tokenizer files and this manifest. The
+manifest says everything the runtime needs and must not guess: graph I/O names, the KV-cache layout,
+quantization, context length, generation defaults, the chat template, a sha256 for every file and the
+versions of the tools that made it. The runtime reads it; it never infers layout from input names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgelm.errors import PackageError
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "edgelm.json"
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class GraphIO:
+    """Names of the graph's inputs and outputs; KV names are templates over `{layer}`."""
+
+    input_ids: str
+    logits: str
+    past_key: str
+    past_value: str
+    present_key: str
+    present_value: str
+    attention_mask: str | None = None
+    position_ids: str | None = None
+
+    def past_names(self, layer: int) -> tuple[str, str]:
+        return self.past_key.format(layer=layer), self.past_value.format(layer=layer)
+
+    def present_names(self, layer: int) -> tuple[str, str]:
+        return self.present_key.format(layer=layer), self.present_value.format(layer=layer)
+
+
+@dataclass(frozen=True)
+class KVCache:
+    """Per layer one key and one value tensor of shape (batch, kv_heads, seq, head_dim)."""
+
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    dtype: str = "float32"
+    layout: str = "batch,kv_heads,seq,head_dim"
+
+
+@dataclass(frozen=True)
+class Quantization:
+    mode: str  # fp32 | fp16 | int8 | int4
+    method: str | None = None  # e.g. "MatMulNBits", "float16"
+    bits: int | None = None
+    block_size: int | None = None
+    symmetric: bool | None = None
+    accuracy_level: int | None = None
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Defaults the runtime uses when the caller gives none."""
+
+    eos_token_ids: tuple[int, ...] = ()
+    bos_token_id: int | None = None
+    pad_token_id: int | None = None
+    add_bos: bool = False
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    max_new_tokens: int = 256
+
+
+@dataclass(frozen=True)
+class Manifest:
+    architecture: str
+    model_type: str
+    model_file: str
+    io: GraphIO
+    kv_cache: KVCache
+    quantization: Quantization
+    context_length: int
+    vocab_size: int
+    generation: Generation
+    tokenizer_file: str = "tokenizer.json"
+    chat_template: str | None = None
+    bos_token: str | None = None
+    eos_token: str | None = None
+    files: dict[str, FileEntry] = field(default_factory=dict)
+    producer: dict[str, str] = field(default_factory=dict)
+    source: dict[str, str] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    # -- serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        version = data.get("format_version")
+        if not isinstance(version, int):
+            raise PackageError("manifest has no integer 'format_version'; re-export the package")
+        if version > FORMAT_VERSION:
+            raise PackageError(
+                f"package format {version} is newer than this edgelm understands ({FORMAT_VERSION}); "
+                "upgrade edgelm"
+            )
+        return _build(cls, data, "manifest")
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PackageError(f"{MANIFEST_NAME} is not valid JSON ({exc}); re-export the package") from None
+        if not isinstance(data, dict):
+            raise PackageError(f"{MANIFEST_NAME} must hold a JSON object; re-export the package")
+        return cls.from_dict(data)
+
+    # -- files ---------------------------------------------------------------------------------
+    def write(self, folder: Path) -> Path:
+        path = Path(folder) / MANIFEST_NAME
+        path.write_text(self.to_json(), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Manifest:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise PackageError(f"package folder {folder} does not exist; create one with `edgelm export`")
+        path = folder / MANIFEST_NAME
+        if not path.is_file():
+            raise PackageError(f"{folder} has no {MANIFEST_NAME}: it is not an edgelm package")
+        return cls.from_json(path.read_text(encoding="utf-8"))
+
+    def verify(self, folder: str | Path, hashes: bool = False) -> None:
+        """Check every listed file exists with its size (and, with `hashes`, its sha256)."""
+        folder = Path(folder)
+        for name, entry in self.files.items():
+            path = folder / name
+            if not path.is_file():
+                raise PackageError(f"package file {path} is missing; re-export the package")
+            if path.stat().st_size != entry.bytes:
+                raise PackageError(f"package file {path} has the wrong size (truncated copy?); re-export")
+            if hashes and sha256_file(path) != entry.sha256:
+                raise PackageError(f"package file {path} fails its sha256 check; re-export the package")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_entries(folder: Path) -> dict[str, FileEntry]:
+    """sha256 and size of every file in the package folder except the manifest itself."""
+    return {
+        p.relative_to(folder).as_posix(): FileEntry(sha256_file(p), p.stat().st_size)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST_NAME
+    }
+
+
+def _build(tp: Any, value: Any, where: str) -> Any:
+    """Build typed value `tp` from JSON data, raising PackageError on a shape mismatch."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise PackageError(f"{where} must be an object in {MANIFEST_NAME}; re-export the package")
+        hints = typing.get_type_hints(tp)
+        kwargs = {}
+        for f in dataclasses.fields(tp):
+            if f.name in value:
+                kwargs[f.name] = _build(hints[f.name], value[f.name], f"{where}.{f.name}")
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise PackageError(f"{where}.{f.name} is missing from {MANIFEST_NAME}; re-export the package")
+        return tp(**kwargs)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        return _build(next(a for a in args if a is not type(None)), value, where)
+    if origin is tuple:
+        (item, _) = typing.get_args(tp)
+        return tuple(_build(item, v, where) for v in _expect(list, value, where))
+    if origin is dict:
+        _, item = typing.get_args(tp)
+        return {str(k): _build(item, v, f"{where}.{k}") for k, v in _expect(dict, value, where).items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return _expect(tp, value, where)
+
+
+def _expect(tp: type, value: Any, where: str) -> Any:
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise PackageError(
+            f"{where} in {MANIFEST_NAME} should be {tp.__name__}, got {type(value).__name__}; "
+            "re-export the package"
+        )
+    return value

@@ -1,0 +1,8 @@
+"""Mistral: Llama-shaped with an optional sliding attention window."""
+
+from edgelm.export.arch.base import ArchSpec, register
+
+
+@register("MistralForCausalLM")
+class Mistral(ArchSpec):
+    model_type = "mistral"

@@ -1,0 +1,107 @@
+"""The export pipeline: source -> ONNX graph -> quantization -> package, with a progress bar.
+
+    HF folder ─┐
+    .gguf ─────┼─> open_source ──> backend (optimum) ──> quantize ──> package folder
+    preset ────┘                    (work dir inside the stage)       (staged, renamed into place)
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from edgelm.errors import ExportError
+from edgelm.export import optimum_backend
+from edgelm.export.package import copy_tokenizer, save_onnx, write_manifest
+from edgelm.export.config import ExportConfig
+from edgelm.export.quantize import QuantMode, get_mode
+from edgelm.export.source import open_source
+from edgelm.export.staging import check_output, staged_output
+from edgelm.manifest import Manifest
+
+BACKENDS: dict[str, Callable] = {"optimum": optimum_backend.export_onnx}
+
+
+def export_model(model: str | Path, out: str | Path, config: ExportConfig = ExportConfig()) -> Manifest:
+    """Export an HF model folder (or a .gguf file) to an edgelm package at `out`."""
+    model, out = Path(model), Path(out)
+    _check(config, out)
+    if model.suffix == ".gguf":
+        from edgelm.export.gguf import gguf_to_hf
+
+        with tempfile.TemporaryDirectory(prefix="edgelm-gguf-") as hf_dir:
+            gguf_to_hf(model, Path(hf_dir))
+            return _export_folder(Path(hf_dir), out, config, label=model.name)
+    return _export_folder(model, out, config, label=model.name)
+
+
+def export_synthetic(preset: str, out: str | Path, config: ExportConfig = ExportConfig(), seed: int = 0) -> Manifest:
+    """Build synthetic preset `preset` (seeded random weights, offline tokenizer) and export it."""
+    from edgelm.export.synthetic import build_synthetic, get_preset
+
+    get_preset(preset)
+    out = Path(out)
+    _check(config, out)
+    with tempfile.TemporaryDirectory(prefix="edgelm-synthetic-") as hf_dir:
+        build_synthetic(preset, hf_dir, seed=seed)
+        return _export_folder(Path(hf_dir), out, config, label=f"synthetic:{preset}:seed{seed}")
+
+
+def _check(config: ExportConfig, out: Path) -> None:
+    """Every cheap check, before any expensive work."""
+    get_mode(config.quant, config.quant_config)
+    if config.backend not in BACKENDS:
+        raise ExportError(f"unknown backend {config.backend!r}; choose one of: {', '.join(BACKENDS)}")
+    check_output(out.absolute(), config.force)
+
+
+def _export_folder(model: Path, out: Path, config: ExportConfig, label: str) -> Manifest:
+    source = open_source(model)
+    mode: QuantMode = get_mode(config.quant, config.quant_config)
+    backend = BACKENDS[config.backend]
+    with _Steps(["export ONNX", f"quantize {mode.name}", "write package"], config.progress) as steps:
+        with staged_output(out, config.force) as stage:
+            import onnx
+
+            work = stage / ".work"  # inside the stage, so a failure removes both
+            work.mkdir()
+            steps.next()
+            raw_path, io_names = backend(source, work)
+            steps.next()
+            graph = mode.apply(onnx.load(str(raw_path)))
+            steps.next()
+            save_onnx(graph, stage)
+            del graph
+            copy_tokenizer(source, stage)
+            shutil.rmtree(work)  # gone before the manifest hashes the folder
+            return write_manifest(stage, source, io_names, mode, config.backend, label)
+
+
+class _Steps:
+    """A step-wise progress bar (tqdm, on stderr)."""
+
+    def __init__(self, names: list[str], enabled: bool):
+        self.names, self.enabled, self.bar, self.i = names, enabled, None, 0
+
+    def __enter__(self):
+        if self.enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=len(self.names), desc="export", unit="step", leave=True)
+        return self
+
+    def next(self):
+        if self.bar is not None:
+            if self.i:
+                self.bar.update(1)
+            self.bar.set_postfix_str(self.names[self.i])
+        self.i += 1
+
+    def __exit__(self, exc_type, *_):
+        if self.bar is not None:
+            if exc_type is None:
+                self.bar.update(1)
+            self.bar.close()
+        return False

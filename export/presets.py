@@ -1,0 +1,107 @@
+"""Synthetic presets: published model configs (data) to build with seeded random weights.
+
+`init_range` is the std of the random init: 0.25 for the tiny test models, so that greedy decoding
+does not collapse onto one repeated token; the real default (0.02) for the full-size shapes, which exist
+to be benchmarked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+_QWEN2_BASE = {
+    "architectures": ["Qwen2ForCausalLM"],
+    "model_type": "qwen2",
+    "hidden_act": "silu",
+    "rms_norm_eps": 1e-6,
+    "use_sliding_window": False,
+    "attention_dropout": 0.0,
+}
+_LLAMA_BASE = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_act": "silu",
+    "rms_norm_eps": 1e-5,
+    "attention_bias": False,
+    "mlp_bias": False,
+}
+_MISTRAL_BASE = {
+    "architectures": ["MistralForCausalLM"],
+    "model_type": "mistral",
+    "hidden_act": "silu",
+    "rms_norm_eps": 1e-5,
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    config: dict[str, Any]
+    init_range: float = 0.02
+    description: str = ""
+    tokenizer_vocab: int = 4096  # size of the offline BPE tokenizer (<= the model's vocab)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        Preset(
+            "tiny-qwen2",
+            {**_QWEN2_BASE, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512,
+             "max_position_embeddings": 512, "rope_theta": 10000.0, "tie_word_embeddings": False},
+            init_range=0.25, description="2-layer Qwen2 for tests (untied lm_head)", tokenizer_vocab=512,
+        ),
+        Preset(
+            "tiny-llama",
+            {**_LLAMA_BASE, "hidden_size": 64, "intermediate_size": 176, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512,
+             "max_position_embeddings": 512, "rope_theta": 10000.0, "tie_word_embeddings": True},
+            init_range=0.25, description="2-layer Llama for tests (tied lm_head)", tokenizer_vocab=512,
+        ),
+        Preset(
+            "tiny-mistral",
+            {**_MISTRAL_BASE, "hidden_size": 64, "intermediate_size": 176, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 1, "vocab_size": 512, "head_dim": 16,
+             "max_position_embeddings": 512, "rope_theta": 10000.0, "sliding_window": None,
+             "tie_word_embeddings": False},
+            init_range=0.25, description="2-layer Mistral for tests (MQA)", tokenizer_vocab=512,
+        ),
+        Preset(
+            "qwen2.5-0.5b",
+            {**_QWEN2_BASE, "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+             "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936,
+             "max_position_embeddings": 32768, "rope_theta": 1000000.0, "tie_word_embeddings": True,
+             "bos_token_id": 151643, "eos_token_id": 151645},
+            description="Qwen2.5-0.5B-Instruct shape",
+        ),
+        Preset(
+            "deepseek-r1-distill-qwen-1.5b",
+            {**_QWEN2_BASE, "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28,
+             "num_attention_heads": 12, "num_key_value_heads": 2, "vocab_size": 151936,
+             "max_position_embeddings": 131072, "rope_theta": 10000.0, "tie_word_embeddings": False,
+             "bos_token_id": 151646, "eos_token_id": 151643},
+            description="DeepSeek-R1-Distill-Qwen-1.5B shape (the reference model)",
+        ),
+        Preset(
+            "smollm2-135m",
+            {**_LLAMA_BASE, "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+             "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152,
+             "max_position_embeddings": 8192, "rope_theta": 100000.0, "tie_word_embeddings": True,
+             "bos_token_id": 1, "eos_token_id": 2},
+            description="SmolLM2-135M shape",
+        ),
+        Preset(
+            "llama-3.2-1b",
+            {**_LLAMA_BASE, "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
+             "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "head_dim": 64,
+             "max_position_embeddings": 131072, "rope_theta": 500000.0, "tie_word_embeddings": True,
+             "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                              "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+             "bos_token_id": 128000, "eos_token_id": 128009},
+            description="Llama-3.2-1B shape",
+        ),
+    ]
+}

@@ -1,0 +1,91 @@
+"""The runtime's public object: a loaded package that generates, streams and chats."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from edgelm.manifest import Manifest
+from edgelm.runtime.chat import Message, render_chat
+from edgelm.runtime.decoder import Decoder
+from edgelm.runtime.generate import generate_ids
+from edgelm.runtime.providers import resolve
+from edgelm.runtime.sampling import SamplingConfig
+from edgelm.runtime.session import create_session
+from edgelm.runtime.tokenizer import StreamDecoder, TextTokenizer
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+
+
+class Model:
+    """A package loaded on one execution provider."""
+
+    def __init__(self, package: str | Path, ep: str = "cpu", threads: int | None = None, verify: bool = False):
+        self.path = Path(package)
+        self.manifest = Manifest.load(self.path)
+        self.manifest.verify(self.path, hashes=verify)
+        self.provider = resolve(ep)
+        self.session = create_session(self.path / self.manifest.model_file, self.provider, threads)
+        gen = self.manifest.generation
+        self.tokenizer = TextTokenizer(self.path / self.manifest.tokenizer_file, gen.bos_token_id, gen.add_bos)
+        self.decoder = Decoder(self.session, self.manifest)
+
+    # -- configuration -------------------------------------------------------------------------
+    def sampling(self, **overrides) -> SamplingConfig:
+        """The package's sampling defaults with `overrides` (None values are ignored)."""
+        gen = self.manifest.generation
+        base = SamplingConfig(gen.temperature, gen.top_k, gen.top_p, gen.repetition_penalty)
+        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+    def chat_prompt(self, messages: list[Message]) -> str:
+        m = self.manifest
+        return render_chat(m.chat_template, messages, bos_token=m.bos_token or "", eos_token=m.eos_token or "")
+
+    # -- generation ----------------------------------------------------------------------------
+    def stream_ids(
+        self, prompt_ids: list[int], max_new_tokens: int | None = None, ignore_eos: bool = False, **sampling
+    ) -> Iterator[int]:
+        """New token ids for `prompt_ids`; `sampling` overrides SamplingConfig fields."""
+        gen = self.manifest.generation
+        stop = () if ignore_eos else gen.eos_token_ids
+        n = gen.max_new_tokens if max_new_tokens is None else max_new_tokens
+        return generate_ids(self.decoder, prompt_ids, n, self.sampling(**sampling), stop)
+
+    def encode_prompt(self, prompt: str, chat: bool = False) -> list[int]:
+        """Token ids of `prompt`; with `chat`, `prompt` is one user message run through the chat template."""
+        if chat:
+            return self.encode_chat([{"role": "user", "content": prompt}])
+        return self.tokenizer.encode(prompt)
+
+    def encode_chat(self, messages: list[Message]) -> list[int]:
+        return self.tokenizer.encode(self.chat_prompt(messages), add_bos=False)  # the template adds any BOS
+
+    def stream(self, prompt: str, chat: bool = False, **kwargs) -> Iterator[str]:
+        """Text pieces as they are generated."""
+        pieces = StreamDecoder(self.tokenizer)
+        for token in self.stream_ids(self.encode_prompt(prompt, chat), **kwargs):
+            if piece := pieces.push(token):
+                yield piece
+        if tail := pieces.flush():
+            yield tail
+
+    def generate(self, prompt: str, chat: bool = False, **kwargs) -> Completion:
+        return self._complete(self.encode_prompt(prompt, chat), **kwargs)
+
+    def chat(self, messages: list[Message], **kwargs) -> Completion:
+        return self._complete(self.encode_chat(messages), **kwargs)
+
+    def _complete(self, ids: list[int], **kwargs) -> Completion:
+        out = list(self.stream_ids(ids, **kwargs))
+        return Completion(self.tokenizer.decode(out), out, len(ids))
+
+
+def load(package: str | Path, ep: str = "cpu", threads: int | None = None, verify: bool = False) -> Model:
+    """Load an edgelm package on execution provider `ep` ("cpu", "dml", ...)."""
+    return Model(package, ep=ep, threads=threads, verify=verify)

@@ -1,0 +1,65 @@
+"""Sampling as pure functions over a (vocab,) float array of logits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """temperature 0 means greedy; top_k 0 and top_p 1 switch those filters off."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+
+def repetition_penalty(logits: np.ndarray, previous: np.ndarray, penalty: float) -> np.ndarray:
+    """CTRL-style: divide positive logits of seen tokens by `penalty`, multiply negative ones."""
+    if penalty == 1.0 or previous.size == 0:
+        return logits
+    out = logits.copy()
+    seen = np.unique(previous)
+    vals = out[seen]
+    out[seen] = np.where(vals > 0, vals / penalty, vals * penalty)
+    return out
+
+
+def top_k_filter(logits: np.ndarray, k: int) -> np.ndarray:
+    """Keep the k largest logits, set the rest to -inf."""
+    if k <= 0 or k >= logits.size:
+        return logits
+    kth = np.partition(logits, -k)[-k]
+    return np.where(logits < kth, -np.inf, logits)
+
+
+def top_p_filter(logits: np.ndarray, p: float) -> np.ndarray:
+    """Keep the smallest set of tokens whose probability mass reaches p (nucleus sampling)."""
+    if p >= 1.0:
+        return logits
+    order = np.argsort(-logits)
+    probs = softmax(logits[order])
+    keep = np.cumsum(probs) - probs < p  # a token is kept if the mass before it is below p
+    keep[0] = True
+    out = np.full_like(logits, -np.inf)
+    out[order[keep]] = logits[order[keep]]
+    return out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - np.max(logits)
+    e = np.exp(z)
+    return e / e.sum()
+
+
+def sample(logits: np.ndarray, config: SamplingConfig, rng: np.random.Generator, previous: np.ndarray) -> int:
+    """Pick the next token id from one position's logits."""
+    logits = repetition_penalty(logits.astype(np.float32), previous, config.repetition_penalty)
+    if config.temperature <= 0.0:
+        return int(np.argmax(logits))
+    logits = top_p_filter(top_k_filter(logits / config.temperature, config.top_k), config.top_p)
+    return int(rng.choice(logits.size, p=softmax(logits)))
