@@ -42,7 +42,19 @@ def system_info() -> dict[str, str | int]:
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident set size of this process over its lifetime (ru_maxrss; never system-wide)."""
+    """Peak resident set size of this process (never system-wide).
+
+    Linux: VmHWM of /proc/self/status, the high-water mark of this process image. ru_maxrss is not used
+    there because it survives execve: a process started from a big parent inherits the parent's peak.
+    Elsewhere: ru_maxrss.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
 

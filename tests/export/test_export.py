@@ -1,0 +1,148 @@
+"""Export: what a package holds, and how bad input fails (typed, one line, nothing left behind)."""
+
+import json
+import shutil
+
+import onnx
+import pytest
+
+from edgelm.errors import ExportError, ModelSourceError, OutputExistsError, QuantizationError, UnsupportedArchitecture
+from edgelm.export import ExportConfig, export_model, registered_architectures
+from edgelm.manifest import MANIFEST_NAME
+from tests.conftest import run_cli
+
+
+def _ops(package) -> dict[str, int]:
+    graph = onnx.load(str(package / "model.onnx"), load_external_data=False).graph
+    counts: dict[str, int] = {}
+    for node in graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("quant,bits", [("int4", 4), ("int8", 8)])
+def test_weight_only_packages_use_matmulnbits_for_every_linear(builds, quant, bits):
+    package = builds.package("tiny-qwen2", quant)
+    ops = _ops(package)
+    # 2 layers x (q, k, v, o, gate, up, down) + the untied lm_head
+    assert ops.get("MatMulNBits") == 2 * 7 + 1
+    graph = onnx.load(str(package / "model.onnx"), load_external_data=False).graph
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for n in graph.node if n.op_type == "MatMulNBits"
+             for a in n.attribute}
+    assert attrs["bits"] == bits and attrs["block_size"] == 32 and attrs["accuracy_level"] == 4
+
+
+def test_fp16_package_keeps_fp32_io(builds):
+    package = builds.package("tiny-qwen2", "fp16")
+    graph = onnx.load(str(package / "model.onnx"), load_external_data=False).graph
+    float_io = [v for v in list(graph.input) + list(graph.output) if v.name != "input_ids" and "mask" not in v.name
+                and "position" not in v.name]
+    assert all(v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for v in float_io)
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
+
+
+def test_every_registered_architecture_has_a_parity_preset():
+    from edgelm.export.presets import PRESETS
+    from tests.runtime.test_parity import PRESETS as TESTED
+
+    tested = {PRESETS[p].config["architectures"][0] for p in TESTED}
+    assert set(registered_architectures()) <= tested, "add a tiny preset and parity test for each architecture"
+
+
+def _no_leftovers(folder):
+    return [p.name for p in folder.iterdir() if ".partial-" in p.name or ".old-" in p.name]
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(ModelSourceError, match="does not exist"):
+        export_model(tmp_path / "nope", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_folder_without_config(tmp_path):
+    (tmp_path / "model").mkdir()
+    with pytest.raises(ModelSourceError, match="no config.json"):
+        export_model(tmp_path / "model", tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not _no_leftovers(tmp_path)
+
+
+def test_unknown_architecture_names_supported_ones(tmp_path, builds):
+    model = tmp_path / "model"
+    shutil.copytree(builds.hf("tiny-llama"), model)
+    config = json.loads((model / "config.json").read_text())
+    config["architectures"] = ["FancyForCausalLM"]
+    (model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UnsupportedArchitecture, match="FancyForCausalLM.*LlamaForCausalLM.*Qwen2ForCausalLM"):
+        export_model(model, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_quantization(tmp_path, builds):
+    with pytest.raises(QuantizationError, match="int4"):
+        export_model(builds.hf("tiny-llama"), tmp_path / "out", ExportConfig(quant="int3"))
+
+
+def test_existing_output_is_kept_without_force_and_replaced_with_it(tmp_path, builds):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="--force"):
+        export_model(builds.hf("tiny-llama"), out, ExportConfig(quant="fp32", progress=False))
+    assert (out / "keep.txt").read_text() == "mine"
+    export_model(builds.hf("tiny-llama"), out, ExportConfig(quant="fp32", progress=False, force=True))
+    assert (out / MANIFEST_NAME).is_file() and not (out / "keep.txt").exists()
+    assert not _no_leftovers(tmp_path)
+
+
+def test_failure_midway_leaves_nothing_and_keeps_old_output(tmp_path, builds):
+    """A folder that passes the checks but has no weights fails inside the exporter."""
+    model = tmp_path / "model"
+    shutil.copytree(builds.hf("tiny-llama"), model)
+    (model / "model.safetensors").unlink()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(ExportError, match="nothing was written"):
+        export_model(model, out, ExportConfig(quant="fp32", progress=False, force=True))
+    assert (out / "keep.txt").read_text() == "mine"
+    assert not _no_leftovers(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "case,expected",
+    [
+        ("missing", "does not exist"),
+        ("no-config", "no config.json"),
+        ("unknown-arch", "not supported"),
+        ("exists", "already exists"),
+    ],
+)
+def test_cli_bad_input_is_one_line_with_nonzero_exit(tmp_path, builds, case, expected):
+    model, out = tmp_path / "model", tmp_path / "out"
+    if case == "no-config":
+        model.mkdir()
+    elif case in ("unknown-arch", "exists"):
+        shutil.copytree(builds.hf("tiny-llama"), model)
+        if case == "unknown-arch":
+            cfg = json.loads((model / "config.json").read_text())
+            cfg["architectures"] = ["FancyForCausalLM"]
+            (model / "config.json").write_text(json.dumps(cfg))
+        else:
+            out.mkdir()
+    proc = run_cli("export", model, "-o", out, "--quant", "fp32", "-q")
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgelm: error:") and expected in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not _no_leftovers(tmp_path)
+    assert case == "exists" or not out.exists()
+
+
+def test_cli_synthetic_export_and_info(tmp_path):
+    out = tmp_path / "pkg"
+    proc = run_cli("export", "--synthetic", "tiny-mistral", "-o", out, "--quant", "int8", "-q", check=True)
+    assert "MistralForCausalLM" in proc.stdout and "int8" in proc.stdout
+    info = run_cli("info", out, check=True).stdout
+    assert "MatMulNBits, 8 bits, block 32" in info and "synthetic:tiny-mistral:seed0" in info
+    env = run_cli("info", check=True).stdout
+    assert "CPUExecutionProvider" in env and "dml" in env
