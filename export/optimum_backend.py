@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import warnings
 from pathlib import Path
 
@@ -32,15 +33,21 @@ def export_onnx(source: ModelSource, workdir: Path) -> tuple[Path, GraphIO]:
     """Export `source` to `workdir/model.onnx`; return the path and the graph's I/O names."""
     from optimum.exporters.onnx import main_export
 
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        main_export(
-            str(source.path),
-            workdir,
-            task=source.arch.optimum_task,
-            do_validation=False,
-            local_files_only=True,
-        )
+    optimum_log = logging.getLogger("optimum")
+    level = optimum_log.level
+    optimum_log.setLevel(logging.ERROR)  # e.g. a warning per tied weight; our own checks follow
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            main_export(
+                str(source.path),
+                workdir,
+                task=source.arch.optimum_task,
+                do_validation=False,
+                local_files_only=True,
+            )
+    finally:
+        optimum_log.setLevel(level)
     path = workdir / "model.onnx"
     if not path.is_file():
         raise ExportError(f"optimum produced no model.onnx in {workdir}")
