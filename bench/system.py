@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import platform
 import resource
 import sys
 from functools import lru_cache
+
+from edgelm.versions import package_versions
 
 
 @lru_cache(maxsize=1)
@@ -23,13 +24,7 @@ def cpu_model() -> str:
 
 
 def versions(*names: str) -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in names:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
+    return {"python": platform.python_version(), **package_versions(*names)}
 
 
 def system_info() -> dict[str, str | int]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import platform
 
 from edgelm import __version__
 from edgelm.manifest import Manifest
+from edgelm.versions import package_versions
 
 MIB = 1 << 20
+OPTIONAL = ("tokenizers", "numpy", "torch", "transformers", "optimum-onnx")
 
 
 def describe_environment() -> str:
@@ -25,11 +26,8 @@ def describe_environment() -> str:
     for name, spec in PROVIDERS.items():
         state = "available" if name in available else f"not installed ({spec.install})"
         lines.append(f"  {name:8s} {spec.device:4s} {state}")
-    for pkg in ("tokenizers", "numpy", "torch", "transformers", "optimum-onnx"):
-        try:
-            lines.append(f"{pkg} {importlib.metadata.version(pkg)}")
-        except importlib.metadata.PackageNotFoundError:
-            lines.append(f"{pkg}: not installed")
+    found = package_versions(*OPTIONAL)
+    lines += [f"{pkg} {found[pkg]}" if pkg in found else f"{pkg}: not installed" for pkg in OPTIONAL]
     return "\n".join(lines)
 
 

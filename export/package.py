@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import shutil
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from edgelm import __version__
 from edgelm.export.quantize import QuantMode
 from edgelm.export.source import TOKENIZER_FILES, ModelSource
 from edgelm.manifest import Generation, GraphIO, Manifest, file_entries
+from edgelm.versions import package_versions
 
 MODEL_FILE = "model.onnx"
 PRODUCER_PACKAGES = ("onnx", "onnxruntime", "torch", "transformers", "optimum", "optimum-onnx")
@@ -92,13 +92,7 @@ def generation_defaults(source: ModelSource) -> Generation:
 
 
 def producer_versions() -> dict[str, str]:
-    versions = {"edgelm": __version__}
-    for name in PRODUCER_PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return versions
+    return {"edgelm": __version__, **package_versions(*PRODUCER_PACKAGES)}
 
 
 def _as_list(value: Any) -> list[int]:
