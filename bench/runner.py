@@ -1,8 +1,18 @@
-"""Run one benchmark configuration over a package: warm-up, then timed repetitions."""
+"""The sweep coordinator: every configuration, every engine in its own worker process, rounds interleaved.
+
+    for each (package, ep, threads, pp, tg):
+        start one worker per engine ──> load ──> warm-up round each
+        repeat r times: one round on each engine in turn      (drift hits all engines alike)
+        finish ──> peak RSS ──> one BenchRow per engine
+"""
 
 from __future__ import annotations
 
-import time
+import itertools
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -11,71 +21,166 @@ import numpy as np
 from edgelm import __version__
 from edgelm.bench.config import BenchConfig
 from edgelm.bench.schema import BenchRow, Stat, percentile
-from edgelm.bench.system import peak_rss_bytes, system_info, versions
+from edgelm.bench.system import git_commit, system_info, versions
 from edgelm.errors import BenchError
-from edgelm.runtime import load
 
 MIB = 1 << 20
 
 
-def run_bench(package: str | Path, config: BenchConfig = BenchConfig()) -> BenchRow:
-    if config.prompt_tokens < 1 or config.gen_tokens < 1 or config.repetitions < 1:
-        raise BenchError("-p, -n and -r must be at least 1")
-    start = time.perf_counter()
-    model = load(package, ep=config.ep, threads=config.threads)
-    load_s = time.perf_counter() - start
-    manifest = model.manifest
-    if config.prompt_tokens + config.gen_tokens > manifest.context_length:
-        raise BenchError(
-            f"-p {config.prompt_tokens} + -n {config.gen_tokens} exceeds the context length {manifest.context_length}"
+@dataclass
+class BenchResult:
+    rows: list[BenchRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+class Worker:
+    """One engine in a child process (`python -m edgelm.bench.worker`)."""
+
+    def __init__(self, engine: str, target: str):
+        self.engine, self.target = engine, target
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edgelm.bench.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True, bufsize=1,
         )
-    vocab = min(manifest.vocab_size, model.tokenizer.vocab_size)
-    prompt = np.random.default_rng(config.seed).integers(0, vocab, size=config.prompt_tokens)
 
-    for _ in range(config.warmup):
-        _one_round(model.decoder, prompt, min(config.gen_tokens, 8))
-    rounds = [_one_round(model.decoder, prompt, config.gen_tokens) for _ in range(config.repetitions)]
+    def ask(self, **msg) -> dict:
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            raise BenchError(f"{self.engine} worker died (exit code {self.proc.returncode}) on {msg['cmd']}")
+        return json.loads(line)
 
-    prefill_s = [r[0] for r in rounds]
-    step_s = [s for r in rounds for s in r[1]]
-    decode_s = [sum(r[1]) for r in rounds]
-    files = manifest.files
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def jobs(packages: list[str], config: BenchConfig):
+    return list(itertools.product(packages, config.eps, config.threads, config.prompt_tokens, config.gen_tokens))
+
+
+def run_bench(
+    packages: list[str | Path],
+    config: BenchConfig = BenchConfig(),
+    peers: dict[str, str | None] | None = None,
+    progress: bool = False,
+) -> BenchResult:
+    """Benchmark every package (and each peer engine -> its target) over every configuration."""
+    if min(config.prompt_tokens + config.gen_tokens) < 1 or config.repetitions < 1:
+        raise BenchError("-p, -n and -r must be at least 1")
+    result = BenchResult()
+    todo = jobs([str(p) for p in packages], config)
+    bar = _progress(len(todo) * (config.repetitions + config.warmup), progress)
+    for package, ep, threads, pp, tg in todo:
+        # a peer without a target of its own (optimum) runs the package's graph
+        engines = [("edgelm", package)] + [(e, t or package) for e, t in (peers or {}).items()]
+        result.rows += _run_job(engines, ep, threads, pp, tg, config, result.notes, bar)
+    if bar is not None:
+        bar.close()
+    return result
+
+
+def _run_job(engines, ep, threads, pp, tg, config: BenchConfig, notes: list[str], bar) -> list[BenchRow]:
+    workers, loaded = [], {}
+    try:
+        for engine, target in engines:
+            worker = Worker(engine, target)
+            workers.append(worker)
+            reply = worker.ask(cmd="load", engine=engine, target=target, ep=ep, threads=threads)
+            if "error" in reply:
+                if engine == "edgelm":
+                    raise BenchError(f"cannot load {target}: {reply['error']}")
+                verb = "skipped" if reply.get("skip") else "failed to load, skipped"
+                notes.append(f"{engine} {verb}: {reply['error']}")
+                continue
+            loaded[worker] = reply
+        base = loaded[workers[0]]["info"]
+        if pp + tg > base.get("context_length", pp + tg):
+            raise BenchError(f"-p {pp} + -n {tg} exceeds the context length {base['context_length']}")
+        vocab = min(r["vocab"] for r in loaded.values())
+        prompt = np.random.default_rng(config.seed).integers(0, vocab, size=pp).tolist()
+        rounds: dict[Worker, list[dict]] = {w: [] for w in loaded}
+        for i in range(config.warmup + config.repetitions):
+            for worker in loaded:  # interleaved: one round per engine, in turn
+                reply = worker.ask(cmd="round", prompt=prompt, tg=tg if i >= config.warmup else min(tg, 8))
+                if "error" in reply:
+                    raise BenchError(f"{worker.engine} failed during a round: {reply['error']}")
+                if i >= config.warmup:
+                    rounds[worker].append(reply)
+            if bar is not None:
+                bar.update(1)
+        rows = []
+        for worker, load in loaded.items():
+            peak = worker.ask(cmd="finish")["peak_rss"]
+            info = load["info"]
+            if worker.engine != "edgelm":  # peers are labelled by the package they stand beside
+                info = {"model": base["model"], "quant": _peer_quant(worker.engine, base["quant"]), **info}
+            rows.append(_row(worker.engine, engines[0][1], info, ep, threads, pp, tg, load["load_s"],
+                             rounds[worker], peak))
+        return rows
+    finally:
+        for worker in workers:
+            worker.close()
+
+
+def _peer_quant(engine: str, package_quant: str) -> str:
+    """What precision a peer runs: optimum runs the package's graph, torch runs fp32, genai its own."""
+    return {"optimum": package_quant, "torch": "fp32"}.get(engine, "own")
+
+
+def _row(engine, package, info, ep, threads, pp, tg, load_s, rounds, peak_rss) -> BenchRow:
+    prefill = [r["prefill_s"] for r in rounds]
+    steps = [s for r in rounds for s in r["steps_s"]]
+    decode = [sum(r["steps_s"]) for r in rounds]
+    kv = info.get("kv_bytes_per_token")
+    weights = info.get("weight_bytes_per_token")
+    step_median = float(np.median(steps))
     return BenchRow(
-        model=manifest.source.get("model", Path(package).name),
-        quant=manifest.quantization.mode,
-        ep=config.ep,
-        threads=config.threads or 0,
-        pp=config.prompt_tokens,
-        tg=config.gen_tokens,
-        repetitions=config.repetitions,
+        engine=engine,
+        package=package,
+        model=info.get("model", "?"),
+        quant=info.get("quant", "?"),
+        ep=ep,
+        threads=threads or 0,
+        pp=pp,
+        tg=tg,
+        repetitions=len(rounds),
         load_s=load_s,
-        ttft_ms=Stat.of([s * 1e3 for s in prefill_s]),
-        prefill_tps=Stat.of([config.prompt_tokens / s for s in prefill_s]),
-        decode_ms_per_token=Stat.of([s * 1e3 for s in step_s]),
-        decode_ms_p90=percentile(step_s, 0.9) * 1e3,
-        decode_tps=Stat.of([config.gen_tokens / s for s in decode_s]),
-        peak_rss_mib=peak_rss_bytes() / MIB,
-        package_mib=sum(f.bytes for f in files.values()) / MIB,
-        package_sha256=files[manifest.model_file].sha256 if manifest.model_file in files else "",
-        samples={"prefill_s": prefill_s, "decode_s": decode_s},
-        provenance={
-            "edgelm": __version__,
-            **versions("onnxruntime", "numpy"),
-            **system_info(),
-            "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        },
+        ttft_ms=Stat.of([s * 1e3 for s in prefill]),
+        prefill_tps=Stat.of([pp / s for s in prefill]),
+        decode_ms_per_token=Stat.of([s * 1e3 for s in steps]),
+        decode_ms_p90=percentile(steps, 0.9) * 1e3,
+        decode_tps=Stat.of([tg / s for s in decode]),
+        peak_rss_mib=peak_rss / MIB,
+        rss_sampled_mib=max(r["rss"] for r in rounds) / MIB,
+        package_mib=info["package_bytes"] / MIB if info.get("package_bytes") else None,
+        package_sha256=info.get("package_sha256", ""),
+        kv_cache_mib=kv * (pp + tg) / MIB if kv else None,
+        weight_mib_per_token=weights / MIB if weights else None,
+        bandwidth_gbs=weights / step_median / 1e9 if weights else None,
+        samples={"prefill_s": prefill, "decode_s": decode},
+        provenance=_provenance(),
     )
 
 
-def _one_round(decoder, prompt: np.ndarray, gen_tokens: int) -> tuple[float, list[float]]:
-    """Time one prefill (to the first token) and `gen_tokens` single-token decode steps."""
-    decoder.reset()
-    t0 = time.perf_counter()
-    token = int(np.argmax(decoder.forward(prompt)))
-    prefill = time.perf_counter() - t0
-    steps = []
-    for _ in range(gen_tokens):
-        t0 = time.perf_counter()
-        token = int(np.argmax(decoder.forward([token])))
-        steps.append(time.perf_counter() - t0)
-    return prefill, steps
+def _provenance() -> dict:
+    return {
+        "edgelm": __version__,
+        **versions("onnxruntime", "numpy", "onnxruntime-genai", "optimum-onnx", "torch"),
+        **system_info(),
+        "git_commit": git_commit(),
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="bench", unit="round", file=sys.stderr)

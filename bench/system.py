@@ -36,6 +36,21 @@ def system_info() -> dict[str, str | int]:
     }
 
 
+@lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the edgelm checkout this code runs from, if it is one."""
+    import subprocess
+    from pathlib import Path
+
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process (never system-wide).
 

@@ -1,4 +1,4 @@
-"""`edgelm export | run | bench | info | demo`. Each subcommand imports its part lazily.
+"""`edgelm export | run | bench | eval | info | demo`. Each subcommand imports its part lazily.
 
 Errors edgelm raises on purpose print as one line, `edgelm: error: ...`, with a non-zero exit code;
 set EDGELM_DEBUG=1 to see the traceback instead.
@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 from edgelm.errors import EdgeLMError, UsageError
 
@@ -59,16 +60,77 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from edgelm.bench import BenchConfig, run_bench
-    from edgelm.bench.report import markdown, write_json
+    if args.package[0] == "compare":
+        return _bench_compare(args)
+    from dataclasses import replace
 
-    config = BenchConfig(
-        **_given(args, prompt_tokens="p", gen_tokens="n", threads="t", repetitions="r", ep="ep")
-    )
-    rows = [run_bench(package, config) for package in args.package]
-    print(markdown(rows))
+    from edgelm.bench import BenchConfig, run_bench
+    from edgelm.bench.report import ratios, render
+
+    config = BenchConfig(**_given(args, prompt_tokens="p", gen_tokens="n", threads="t", eps="ep",
+                                  repetitions="r"))
+    peers, notes = _peers(args)
+    result = run_bench(args.package, config, peers=peers, progress=not args.quiet)
+    rows = result.rows
+    if args.eval or args.ref:
+        from edgelm.bench.quality import evaluate
+
+        quality = {p: evaluate(p, args.ref) for p in args.package}
+        rows = [replace(r, perplexity=quality[r.package].perplexity, agreement=quality[r.package].agreement)
+                if r.engine == "edgelm" else r for r in rows]
+    print(render(rows, args.output), end="")
+    for line in ratios(rows) + notes + result.notes:
+        print(line)
     if args.json:
-        write_json(rows, args.json)
+        Path(args.json).write_text(render(rows, "json"), encoding="utf-8")
+    if args.plot:
+        from edgelm.bench.plots import write_plots
+
+        for path in write_plots(rows, args.plot):
+            print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _peers(args) -> tuple[dict[str, str | None], list[str]]:
+    """--vs names -> each peer's target (None: the package itself), and notes for peers that cannot run."""
+    from edgelm.bench.engines import ENGINES
+
+    targets = {"optimum": (None, None), "torch": (args.hf, "--hf DIR"), "genai": (args.genai_model, "--genai-model DIR")}
+    peers, notes = {}, []
+    for name in args.vs or ():
+        if name not in targets:
+            raise UsageError(f"--vs {name}: peers are {', '.join(n for n in ENGINES if n != 'edgelm')}")
+        target, flag = targets[name]
+        if flag and target is None:
+            notes.append(f"{name} skipped: give {flag}")
+        else:
+            peers[name] = target
+    return peers, notes
+
+
+def _bench_compare(args) -> int:
+    from edgelm.bench.compare import compare
+    from edgelm.bench.report import read_rows
+
+    if len(args.package) != 3:
+        raise UsageError("usage: edgelm bench compare OLD NEW (each .json, .jsonl or .csv)")
+    changes, unmatched = compare(read_rows(args.package[1]), read_rows(args.package[2]))
+    for change in changes:
+        print(change.line())
+    for key in unmatched:
+        print(f"new configuration (no baseline): {key}")
+    if not changes:
+        print("no change beyond the measured noise")
+    return 1 if any(not c.better for c in changes) else 0
+
+
+def _cmd_eval(args) -> int:
+    from edgelm.bench.quality import evaluate
+
+    q = evaluate(args.package, args.ref, window=args.window)
+    print(f"perplexity {q.perplexity:.3f} (shipped corpus, windows of {args.window} tokens)")
+    if q.agreement is not None:
+        print(f"greedy top-1 agreement with {q.reference}: {q.agreement:.3f}")
     return 0
 
 
@@ -88,6 +150,21 @@ def _cmd_demo(args) -> int:
 def _given(args, **names: str) -> dict:
     """Config kwargs for the flags the user gave (None means: keep the config's default)."""
     return {key: getattr(args, attr) for key, attr in names.items() if getattr(args, attr) is not None}
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def _csv(values) -> str:
+    return ",".join(str(v) for v in values)
 
 
 def _defaults(cls) -> dict:
@@ -134,15 +211,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print prompt ids, token ids and text as JSON")
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("bench", help="load time, TTFT, prefill and decode speed, peak RSS")
-    p.add_argument("package", nargs="+")
-    p.add_argument("-p", type=int, help=f"prompt tokens (default {bd['prompt_tokens']})")
-    p.add_argument("-n", type=int, help=f"generated tokens (default {bd['gen_tokens']})")
-    p.add_argument("-t", type=int, help="threads (default: physical cores)")
+    p = sub.add_parser(
+        "bench", help="load, TTFT, prefill/decode speed, memory; `bench compare OLD NEW` diffs two runs",
+        description="Comma lists sweep every combination. Timed: prefill of -p random token ids to the first "
+        "token, then -n single-token decode steps (argmax each); tokenization excluded.",
+    )
+    p.add_argument("package", nargs="+", help="package folder(s), or: compare OLD NEW")
+    p.add_argument("-p", type=_ints, help=f"prompt tokens, e.g. 128,512 (default {_csv(bd['prompt_tokens'])})")
+    p.add_argument("-n", type=_ints, help=f"generated tokens (default {_csv(bd['gen_tokens'])})")
+    p.add_argument("-t", type=_ints, help="threads, e.g. 1,2 (default: physical cores)")
     p.add_argument("-r", type=int, help=f"repetitions after warm-up (default {bd['repetitions']})")
-    p.add_argument("--ep", help=f"execution provider (default {bd['ep']})")
+    p.add_argument("--ep", type=_names, help=f"execution providers, e.g. cpu,dml (default {_csv(bd['eps'])})")
+    p.add_argument("-o", "--output", default="md", choices=["md", "csv", "json", "jsonl"], help="stdout format")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    p.add_argument("--plot", metavar="DIR", help="write PNG plots (speed vs prompt length, memory)")
+    p.add_argument("--vs", type=_names, help="peers in the same run: genai,optimum,torch")
+    p.add_argument("--hf", metavar="DIR", help="HF model folder for the torch peer")
+    p.add_argument("--genai-model", metavar="DIR", help="onnxruntime-genai model folder for the genai peer")
+    p.add_argument("--eval", action="store_true", help="add perplexity (and --ref agreement) columns")
+    p.add_argument("--ref", metavar="REF", help="reference package or HF folder for agreement")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("eval", help="perplexity on the shipped corpus, agreement with a reference")
+    p.add_argument("package")
+    p.add_argument("--ref", metavar="REF", help="reference edgelm package or HF model folder")
+    p.add_argument("--window", type=int, default=256, help="tokens per perplexity window (default 256)")
+    p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("info", help="versions and providers, or a package's manifest")
     p.add_argument("package", nargs="?")

@@ -86,6 +86,15 @@ class Generation:
 
 
 @dataclass(frozen=True)
+class WeightStats:
+    """Bytes of the graph's constant tensors; `per_token` leaves out tables only read by Gather (one row a
+    token), so it is what a decode step streams from memory."""
+
+    total: int
+    per_token: int
+
+
+@dataclass(frozen=True)
 class Manifest:
     architecture: str
     model_type: str
@@ -100,6 +109,7 @@ class Manifest:
     chat_template: str | None = None
     bos_token: str | None = None
     eos_token: str | None = None
+    weights: WeightStats | None = None
     files: dict[str, FileEntry] = field(default_factory=dict)
     producer: dict[str, str] = field(default_factory=dict)
     source: dict[str, str] = field(default_factory=dict)

@@ -8,8 +8,8 @@ from typing import Any
 
 from edgelm import __version__
 from edgelm.export.quantize import QuantMode
-from edgelm.export.source import TOKENIZER_FILES, ModelSource
-from edgelm.manifest import Generation, GraphIO, Manifest, file_entries
+from edgelm.export.source import CONFIG_FILES, TOKENIZER_FILES, ModelSource
+from edgelm.manifest import Generation, GraphIO, Manifest, WeightStats, file_entries
 from edgelm.versions import package_versions
 
 MODEL_FILE = "model.onnx"
@@ -30,14 +30,36 @@ def save_onnx(model, folder: Path, name: str = MODEL_FILE) -> None:
     )
 
 
-def copy_tokenizer(source: ModelSource, folder: Path) -> None:
-    for name in TOKENIZER_FILES:
+def weight_stats(model) -> WeightStats:
+    """Total constant bytes, and the bytes one decode step reads (Gather-only tables contribute a row)."""
+    from onnx import numpy_helper
+
+    sizes = {t.name: numpy_helper.to_array(t).nbytes for t in model.graph.initializer}
+    consumers: dict[str, set[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            if name in sizes:
+                consumers.setdefault(name, set()).add(node.op_type)
+    gather_only = {n for n, ops in consumers.items() if ops <= {"Gather", "GatherBlockQuantized"}}
+    total = sum(sizes.values())
+    return WeightStats(total=total, per_token=total - sum(sizes[n] for n in gather_only))
+
+
+def copy_support_files(source: ModelSource, folder: Path) -> None:
+    """Tokenizer files and HF configs, where the source has them."""
+    for name in TOKENIZER_FILES + CONFIG_FILES:
         if (source.path / name).is_file():
             shutil.copy2(source.path / name, folder / name)
 
 
 def write_manifest(
-    folder: Path, source: ModelSource, io_names: GraphIO, mode: QuantMode, backend: str, label: str
+    folder: Path,
+    source: ModelSource,
+    io_names: GraphIO,
+    mode: QuantMode,
+    backend: str,
+    label: str,
+    weights: WeightStats | None = None,
 ) -> Manifest:
     arch = source.arch
     tok_config = source.tokenizer_config
@@ -55,6 +77,7 @@ def write_manifest(
         chat_template=source.chat_template(),
         bos_token=_token_text(tok_config.get("bos_token")),
         eos_token=_token_text(tok_config.get("eos_token")),
+        weights=weights,
         files=file_entries(folder),
         producer=producer_versions(),
         source={"model": label, "backend": backend},

@@ -14,7 +14,7 @@ from typing import Callable
 
 from edgelm.errors import ExportError
 from edgelm.export import optimum_backend
-from edgelm.export.package import copy_tokenizer, save_onnx, write_manifest
+from edgelm.export.package import copy_support_files, save_onnx, weight_stats, write_manifest
 from edgelm.export.config import ExportConfig
 from edgelm.export.quantize import QuantMode, get_mode
 from edgelm.export.source import open_source
@@ -72,11 +72,12 @@ def _export_folder(model: Path, out: Path, config: ExportConfig, label: str) -> 
             steps.next()
             graph = mode.apply(onnx.load(str(raw_path)))
             steps.next()
+            weights = weight_stats(graph)
             save_onnx(graph, stage)
             del graph
-            copy_tokenizer(source, stage)
+            copy_support_files(source, stage)
             shutil.rmtree(work)  # gone before the manifest hashes the folder
-            return write_manifest(stage, source, io_names, mode, config.backend, label)
+            return write_manifest(stage, source, io_names, mode, config.backend, label, weights)
 
 
 class _Steps:

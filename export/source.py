@@ -10,7 +10,10 @@ from typing import Any
 from edgelm.errors import ModelSourceError
 from edgelm.export.arch import ArchSpec, get_arch
 
+# Copied into the package beside the graph: the tokenizer, and the HF configs (small; they let peers such as
+# optimum's ORTModelForCausalLM load the same graph for side-by-side benchmarks).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+CONFIG_FILES = ("config.json", "generation_config.json")
 
 
 @dataclass(frozen=True)

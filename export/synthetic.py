@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edgelm.data import CORPUS
 from edgelm.errors import ExportError
 from edgelm.export.presets import PRESETS, Preset
 
-CORPUS = Path(__file__).parent / "data" / "corpus.txt"
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 CHATML_TEMPLATE = (
     "{% for message in messages %}"

@@ -63,32 +63,11 @@ def run_cli(*args: str, check: bool = False) -> subprocess.CompletedProcess:
     return proc
 
 
-class TorchReference:
-    """PyTorch fp32 reference for an HF folder: prefill logits and greedy generation."""
-
-    def __init__(self, folder: Path):
-        import torch
-        from transformers import AutoModelForCausalLM
-
-        self.torch = torch
-        self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-        self.model.generation_config.eos_token_id = None  # compare fixed-length greedy runs
-
-    def logits(self, ids: list[int]):
-        with self.torch.no_grad():
-            return self.model(self.torch.tensor([ids])).logits[0].numpy()  # (seq, vocab)
-
-    def greedy(self, ids: list[int], n: int) -> list[int]:
-        with self.torch.no_grad():
-            out = self.model.generate(
-                self.torch.tensor([ids]), max_new_tokens=n, do_sample=False, pad_token_id=0,
-                attention_mask=self.torch.ones(1, len(ids), dtype=self.torch.long),
-            )
-        return out[0, len(ids):].tolist()
-
-
 @pytest.fixture(scope="session")
 def torch_ref(builds):
+    """PyTorch fp32 reference per preset: .continuation(ids, n) greedy tokens, .logits(ids) (seq, vocab)."""
+    from edgelm.bench.quality import TorchReference
+
     refs: dict[str, TorchReference] = {}
 
     def get(preset: str) -> TorchReference:

@@ -30,7 +30,7 @@ def reference(builds, torch_ref):
     out = []
     for text in PROMPTS:
         ids = model.encode_chat([{"role": "user", "content": text}])
-        greedy = ref.greedy(ids, 32)
+        greedy = ref.continuation(ids, 32)
         out.append((ids, greedy, ref.logits(ids + greedy)))
     return out
 

@@ -33,7 +33,7 @@ def reference(builds, torch_ref):
         if preset not in cache:
             ref = torch_ref(preset)
             prompt = load(builds.package(preset, "fp32")).tokenizer.encode(PROMPT)
-            greedy = ref.greedy(prompt, 32)
+            greedy = ref.continuation(prompt, 32)
             cache[preset] = (prompt, greedy, ref.logits(prompt + greedy))
         return cache[preset]
 

@@ -1,0 +1,58 @@
+"""The Engine interface and its registry."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from edgelm.errors import BenchError
+
+ENGINES: dict[str, type[Engine]] = {}
+
+
+class EngineUnavailable(BenchError):
+    """A peer engine is not installed or has nothing to run; the sweep skips it with this note."""
+
+
+def register(name: str) -> Callable[[type[Engine]], type[Engine]]:
+    def wrap(cls: type[Engine]) -> type[Engine]:
+        cls.name = name
+        ENGINES[name] = cls
+        return cls
+
+    return wrap
+
+
+def get_engine(name: str) -> type[Engine]:
+    if name not in ENGINES:
+        raise BenchError(f"unknown engine {name!r}; choose from: {', '.join(ENGINES)}")
+    return ENGINES[name]
+
+
+class Engine:
+    """Load a model, then time-able calls: reset, prefill(ids) -> first token, step(token) -> next token.
+
+    Greedy (argmax) picks the next token in every engine, so sampling cost is the same everywhere.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, target: str, ep: str, threads: int | None):
+        self.target, self.ep, self.threads = target, ep, threads
+
+    def info(self) -> dict[str, Any]:
+        """Static facts for the row: quant, package bytes and sha256, KV bytes per token, weights per token."""
+        return {}
+
+    def vocab_size(self) -> int:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def prefill(self, ids: np.ndarray) -> int:
+        raise NotImplementedError
+
+    def step(self, token: int) -> int:
+        raise NotImplementedError

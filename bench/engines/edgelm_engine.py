@@ -1,0 +1,43 @@
+"""edgelm itself: a package through edgelm.runtime's Decoder."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgelm.bench.engines.base import Engine, register
+from edgelm.runtime import load
+
+
+@register("edgelm")
+class EdgeLMEngine(Engine):
+    def __init__(self, target: str, ep: str, threads: int | None):
+        super().__init__(target, ep, threads)
+        self.model = load(target, ep=ep, threads=threads)
+        self.decoder = self.model.decoder
+
+    def info(self):
+        m = self.model.manifest
+        kv = m.kv_cache
+        files = m.files
+        return {
+            "model": m.source.get("model", self.target),
+            "quant": m.quantization.mode,
+            "context_length": m.context_length,
+            "package_bytes": sum(f.bytes for f in files.values()),
+            "package_sha256": files[m.model_file].sha256 if m.model_file in files else "",
+            # key + value, every layer, one token
+            "kv_bytes_per_token": 2 * kv.num_layers * kv.num_kv_heads * kv.head_dim * np.dtype(kv.dtype).itemsize,
+            "weight_bytes_per_token": m.weights.per_token if m.weights else None,
+        }
+
+    def vocab_size(self) -> int:
+        return min(self.model.manifest.vocab_size, self.model.tokenizer.vocab_size)
+
+    def reset(self) -> None:
+        self.decoder.reset()
+
+    def prefill(self, ids: np.ndarray) -> int:
+        return int(np.argmax(self.decoder.forward(ids)))
+
+    def step(self, token: int) -> int:
+        return int(np.argmax(self.decoder.forward([token])))

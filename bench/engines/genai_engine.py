@@ -1,0 +1,47 @@
+"""onnxruntime-genai: a model folder made by its model builder (genai_config.json), via its Generator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgelm.bench.engines.base import Engine, EngineUnavailable, register
+
+
+@register("genai")
+class GenaiEngine(Engine):
+    def __init__(self, target: str, ep: str, threads: int | None):
+        super().__init__(target, ep, threads)
+        try:
+            import onnxruntime_genai as og
+        except ImportError:
+            raise EngineUnavailable("genai peer needs onnxruntime-genai (pip install onnxruntime-genai)") from None
+        if not (Path(target) / "genai_config.json").is_file():
+            raise EngineUnavailable(f"{target} is not an onnxruntime-genai model folder (no genai_config.json)")
+        config = og.Config(target)
+        config.clear_providers()
+        if ep != "cpu":
+            config.append_provider(ep)
+        self.og = og
+        self.model = og.Model(config)
+        self.threads = threads
+        self.generator = None
+
+    def vocab_size(self) -> int:
+        import json
+
+        return int(json.loads((Path(self.target) / "genai_config.json").read_text())["model"]["vocab_size"])
+
+    def reset(self) -> None:
+        params = self.og.GeneratorParams(self.model)
+        params.set_search_options(max_length=4096, do_sample=False)
+        self.generator = self.og.Generator(self.model, params)
+
+    def prefill(self, ids: np.ndarray) -> int:
+        self.generator.append_tokens(np.asarray(ids, dtype=np.int32).reshape(1, -1))
+        return int(self.generator.get_next_tokens()[0])
+
+    def step(self, token: int) -> int:
+        self.generator.generate_next_token()
+        return int(self.generator.get_next_tokens()[0])

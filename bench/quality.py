@@ -1,0 +1,124 @@
+"""The accuracy cost of a package: perplexity on the shipped corpus and agreement with a reference.
+
+- perplexity: exp(mean negative log-likelihood) of the corpus, teacher-forced, in windows of `window`
+  tokens (each window starts fresh, so every package sees exactly the same contexts).
+- agreement: the reference (an edgelm package, or an HF folder run by PyTorch) continues each prompt
+  greedily for `n` tokens; the fraction of those positions where the candidate's top-1 equals the
+  reference's, teacher-forced (one early difference does not poison the rest).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgelm.data import CORPUS
+from edgelm.errors import BenchError
+from edgelm.manifest import MANIFEST_NAME
+
+PROMPTS = (
+    "The capital of France is",
+    "A small language model on a phone",
+    "To make bread, first",
+    "The history of computing",
+)
+
+
+@dataclass(frozen=True)
+class Quality:
+    perplexity: float
+    agreement: float | None = None
+    reference: str | None = None
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64)
+    z -= z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def perplexity(model, text: str | None = None, window: int = 256) -> float:
+    ids = model.tokenizer.encode(text if text is not None else CORPUS.read_text(encoding="utf-8"))
+    window = min(window, model.manifest.context_length)
+    nll, count = 0.0, 0
+    for start in range(0, len(ids) - 1, window):
+        chunk = ids[start : start + window]
+        if len(chunk) < 2:
+            break
+        model.decoder.reset()
+        logp = log_softmax(model.decoder.forward(chunk, last_only=False))  # (n, vocab)
+        nll -= float(logp[np.arange(len(chunk) - 1), chunk[1:]].sum())
+        count += len(chunk) - 1
+    return float(np.exp(nll / count))
+
+
+class PackageReference:
+    def __init__(self, path: Path):
+        from edgelm.runtime import load
+
+        self.model = load(path)
+
+    def continuation(self, ids: list[int], n: int) -> list[int]:
+        return list(self.model.stream_ids(ids, max_new_tokens=n, ignore_eos=True, temperature=0.0))
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        self.model.decoder.reset()
+        return self.model.decoder.forward(ids, last_only=False)
+
+
+class TorchReference:
+    """An HF folder through transformers (needs the export extra)."""
+
+    def __init__(self, path: Path):
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM
+        except ImportError:
+            raise BenchError("a Hugging Face reference needs torch and transformers (pip install 'edgelm[export]')")
+        self.torch = torch
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True).eval()
+        self.model.generation_config.eos_token_id = None
+
+    def continuation(self, ids: list[int], n: int) -> list[int]:
+        t = self.torch
+        with t.no_grad():
+            out = self.model.generate(t.tensor([ids]), attention_mask=t.ones(1, len(ids), dtype=t.long),
+                                      max_new_tokens=n, do_sample=False, pad_token_id=0)
+        return out[0, len(ids):].tolist()
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        with self.torch.no_grad():
+            return self.model(self.torch.tensor([ids])).logits[0].numpy()
+
+
+def open_reference(path: str | Path):
+    path = Path(path)
+    if (path / MANIFEST_NAME).is_file():
+        return PackageReference(path)
+    if (path / "config.json").is_file():
+        return TorchReference(path)
+    raise BenchError(f"reference {path} is neither an edgelm package nor a Hugging Face model folder")
+
+
+def agreement(model, reference, prompts=PROMPTS, n: int = 32) -> float:
+    hits = []
+    for text in prompts:
+        ids = model.tokenizer.encode(text)
+        cont = reference.continuation(ids, n)
+        want = reference.logits(ids + cont)[len(ids) - 1 : -1].argmax(-1)
+        model.decoder.reset()
+        got = model.decoder.forward(ids + cont, last_only=False)[len(ids) - 1 : -1].argmax(-1)
+        hits.extend(got == want)
+    return float(np.mean(hits))
+
+
+def evaluate(package: str | Path, ref: str | Path | None = None, window: int = 256) -> Quality:
+    from edgelm.runtime import load
+
+    model = load(package)
+    ppl = perplexity(model, window=window)
+    if ref is None:
+        return Quality(ppl)
+    return Quality(ppl, agreement(model, open_reference(ref)), str(ref))

@@ -1,0 +1,69 @@
+"""A benchmark worker: one engine in its own process, driven by JSON lines on stdin/stdout.
+
+Commands: {"cmd": "load", "engine", "target", "ep", "threads"} -> {"load_s", "info", "vocab"};
+{"cmd": "round", "prompt": [...], "tg": N} -> {"prefill_s", "steps_s", "rss"};
+{"cmd": "finish"} -> {"peak_rss"}. A failure answers {"error": message, "skip": bool}.
+
+One process per engine and configuration keeps load time and peak memory honest: nothing another engine
+loaded counts against this one.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+
+from edgelm.bench.system import current_rss_bytes, peak_rss_bytes
+from edgelm.errors import EdgeLMError
+
+
+def one_round(engine, prompt: list[int], tg: int) -> dict:
+    """Time one prefill (to the first token) and `tg` single-token decode steps."""
+    engine.reset()
+    ids = np.asarray(prompt, dtype=np.int64)
+    t0 = time.perf_counter()
+    token = engine.prefill(ids)
+    prefill = time.perf_counter() - t0
+    steps = []
+    for _ in range(tg):
+        t0 = time.perf_counter()
+        token = engine.step(token)
+        steps.append(time.perf_counter() - t0)
+    return {"prefill_s": prefill, "steps_s": steps, "rss": current_rss_bytes()}
+
+
+def serve(stdin=sys.stdin, stdout=sys.stdout) -> None:
+    from edgelm.bench.engines import EngineUnavailable, get_engine
+
+    engine = None
+    for line in stdin:
+        msg = json.loads(line)
+        try:
+            if msg["cmd"] == "load":
+                start = time.perf_counter()
+                engine = get_engine(msg["engine"])(msg["target"], msg["ep"], msg.get("threads"))
+                reply = {"load_s": time.perf_counter() - start, "info": engine.info(), "vocab": engine.vocab_size()}
+            elif msg["cmd"] == "round":
+                reply = one_round(engine, msg["prompt"], msg["tg"])
+            elif msg["cmd"] == "finish":
+                reply = {"peak_rss": peak_rss_bytes()}
+            else:
+                reply = {"error": f"unknown command {msg['cmd']!r}", "skip": False}
+        except EngineUnavailable as exc:
+            reply = {"error": str(exc), "skip": True}
+        except EdgeLMError as exc:
+            reply = {"error": str(exc), "skip": False}
+        except Exception as exc:  # a peer's own failure: report it, the coordinator decides
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            reply = {"error": f"{type(exc).__name__}: {first}", "skip": False}
+        stdout.write(json.dumps(reply) + "\n")
+        stdout.flush()
+        if msg.get("cmd") == "finish":
+            return
+
+
+if __name__ == "__main__":
+    serve()
