@@ -17,3 +17,5 @@ class BenchConfig:
     repetitions: int = 5
     warmup: int = 1
     seed: int = 0
+    strict: bool = False  # fail instead of letting nodes fall back to the CPU
+    provider_options: tuple[tuple[str, str], ...] = ()

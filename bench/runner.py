@@ -89,7 +89,8 @@ def _run_job(engines, ep, threads, pp, tg, config: BenchConfig, notes: list[str]
         for engine, target in engines:
             worker = Worker(engine, target)
             workers.append(worker)
-            reply = worker.ask(cmd="load", engine=engine, target=target, ep=ep, threads=threads)
+            reply = worker.ask(cmd="load", engine=engine, target=target, ep=ep, threads=threads,
+                               strict=config.strict, provider_options=dict(config.provider_options))
             if "error" in reply:
                 if engine == "edgelm":
                     raise BenchError(f"cannot load {target}: {reply['error']}")
@@ -143,7 +144,7 @@ def _row(engine, package, info, ep, threads, pp, tg, load_s, rounds, peak_rss) -
         package=package,
         model=info.get("model", "?"),
         quant=info.get("quant", "?"),
-        ep=ep,
+        ep=info.get("ep", ep),
         threads=threads or 0,
         pp=pp,
         tg=tg,
@@ -161,6 +162,7 @@ def _row(engine, package, info, ep, threads, pp, tg, load_s, rounds, peak_rss) -
         kv_cache_mib=kv * (pp + tg) / MIB if kv else None,
         weight_mib_per_token=weights / MIB if weights else None,
         bandwidth_gbs=weights / step_median / 1e9 if weights else None,
+        ep_node_share=info.get("ep_node_share"),
         samples={"prefill_s": prefill, "decode_s": decode},
         provenance=_provenance(),
     )

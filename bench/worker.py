@@ -1,6 +1,6 @@
 """A benchmark worker: one engine in its own process, driven by JSON lines on stdin/stdout.
 
-Commands: {"cmd": "load", "engine", "target", "ep", "threads"} -> {"load_s", "info", "vocab"};
+Commands: {"cmd": "load", "engine", "target", "ep", "threads", "strict", "provider_options"} -> {"load_s", "info", "vocab"};
 {"cmd": "round", "prompt": [...], "tg": N} -> {"prefill_s", "steps_s", "rss"};
 {"cmd": "finish"} -> {"peak_rss"}. A failure answers {"error": message, "skip": bool}.
 
@@ -44,7 +44,9 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> None:
         try:
             if msg["cmd"] == "load":
                 start = time.perf_counter()
-                engine = get_engine(msg["engine"])(msg["target"], msg["ep"], msg.get("threads"))
+                engine = get_engine(msg["engine"])(msg["target"], msg["ep"], msg.get("threads"),
+                                                   strict=msg.get("strict", False),
+                                                   provider_options=msg.get("provider_options") or {})
                 reply = {"load_s": time.perf_counter() - start, "info": engine.info(), "vocab": engine.vocab_size()}
             elif msg["cmd"] == "round":
                 reply = one_round(engine, msg["prompt"], msg["tg"])

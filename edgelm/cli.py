@@ -40,7 +40,9 @@ def _cmd_export(args) -> int:
 def _cmd_run(args) -> int:
     from edgelm.runtime import load
 
-    model = load(args.package, ep=args.ep, threads=args.threads)
+    model = load(args.package, ep=args.ep or "cpu", threads=args.threads, strict=args.strict,
+                 provider_options=dict(args.ep_option or ()))
+    _say_provider(model)
     sampling = _given(args, temperature="temperature", top_k="top_k", top_p="top_p",
                       repetition_penalty="repetition_penalty", seed="seed")
     ids = model.encode_prompt(args.prompt, chat=args.chat)
@@ -59,6 +61,26 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _say_provider(model) -> None:
+    if model.provider.reason:
+        print(f"edgelm: {model.provider.reason}", file=sys.stderr)
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _add_provider_flags(p, ep_help: str) -> None:
+    p.add_argument("--ep", help=ep_help)
+    p.add_argument("--strict", action="store_true",
+                   help="fail, naming the nodes, if any node would fall back to the CPU (no fallback)")
+    p.add_argument("--ep-option", action="append", type=_key_value, metavar="KEY=VALUE",
+                   help="provider option, e.g. soc_model=60 (repeatable)")
+
+
 def _cmd_bench(args) -> int:
     if args.package[0] == "compare":
         return _bench_compare(args)
@@ -67,8 +89,10 @@ def _cmd_bench(args) -> int:
     from edgelm.bench import BenchConfig, run_bench
     from edgelm.bench.report import ratios, render
 
+    args.ep = _names(args.ep) if args.ep else None
     config = BenchConfig(**_given(args, prompt_tokens="p", gen_tokens="n", threads="t", eps="ep",
-                                  repetitions="r"))
+                                  repetitions="r"), strict=args.strict,
+                         provider_options=tuple(args.ep_option or ()))
     peers, notes = _peers(args)
     result = run_bench(args.package, config, peers=peers, progress=not args.quiet)
     rows = result.rows
@@ -206,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repetition-penalty", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--ignore-eos", action="store_true", help="do not stop at end-of-sequence tokens")
-    p.add_argument("--ep", default="cpu", help="execution provider (default cpu)")
+    _add_provider_flags(p, "execution provider: cpu (default), auto, qnn, openvino, dml, ... (see edgelm info)")
     p.add_argument("-t", "--threads", type=int, help="intra-op threads (default: physical cores)")
     p.add_argument("--json", action="store_true", help="print prompt ids, token ids and text as JSON")
     p.set_defaults(func=_cmd_run)
@@ -221,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=_ints, help=f"generated tokens (default {_csv(bd['gen_tokens'])})")
     p.add_argument("-t", type=_ints, help="threads, e.g. 1,2 (default: physical cores)")
     p.add_argument("-r", type=int, help=f"repetitions after warm-up (default {bd['repetitions']})")
-    p.add_argument("--ep", type=_names, help=f"execution providers, e.g. cpu,dml (default {_csv(bd['eps'])})")
+    _add_provider_flags(p, f"execution providers, e.g. cpu,openvino,qnn or auto (default {_csv(bd['eps'])})")
     p.add_argument("-o", "--output", default="md", choices=["md", "csv", "json", "jsonl"], help="stdout format")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     p.add_argument("--plot", metavar="DIR", help="write PNG plots (speed vs prompt length, memory)")
@@ -239,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=256, help="tokens per perplexity window (default 256)")
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("info", help="versions and providers, or a package's manifest")
+    p = sub.add_parser("info", help="providers, devices and versions; or a package's manifest and partition")
     p.add_argument("package", nargs="?")
     p.set_defaults(func=_cmd_info)
 
@@ -250,8 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, *_args, **_kwargs) -> None:
+    print(f"edgelm: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import warnings
+
+    warnings.showwarning = _one_line_warning
     try:
         return args.func(args)
     except EdgeLMError as exc:

@@ -15,20 +15,48 @@ OPTIONAL = ("tokenizers", "numpy", "torch", "transformers", "optimum-onnx")
 def describe_environment() -> str:
     import onnxruntime as ort
 
-    from edgelm.runtime.providers import PROVIDERS, available_providers
+    from edgelm.errors import ProviderUnavailable
+    from edgelm.runtime.providers import _probe, all_specs, device_kind
 
-    available = set(available_providers())
     lines = [
         f"edgelm {__version__}, onnxruntime {ort.__version__}, python {platform.python_version()}",
-        f"onnxruntime providers: {', '.join(ort.get_available_providers())}",
-        "edgelm providers:",
+        f"onnxruntime built-in providers: {', '.join(ort.get_available_providers())}",
+        "execution providers (--ep):",
     ]
-    for name, spec in PROVIDERS.items():
-        state = "available" if name in available else f"not installed ({spec.install})"
-        lines.append(f"  {name:8s} {spec.device:4s} {state}")
+    for name, spec in all_specs().items():
+        try:
+            found = _probe(spec)
+        except ProviderUnavailable as exc:
+            lines.append(f"  {name:9s} {spec.device:4s} unavailable: {exc}")
+            continue
+        kind = device_kind(spec, found.devices)
+        where = ", ".join(f"{d.device.type.name} {d.device.vendor}" for d in found.devices) or "built in"
+        version = package_versions(spec.install.split()[0]).get(spec.install.split()[0], "")
+        lines.append(f"  {name:9s} {kind:4s} available: {where} {spec.install} {version}".rstrip())
     found = package_versions(*OPTIONAL)
     lines += [f"{pkg} {found[pkg]}" if pkg in found else f"{pkg}: not installed" for pkg in OPTIONAL]
     return "\n".join(lines)
+
+
+def describe_partitions(path: str) -> list[str]:
+    """For each available provider: how much of the package's graph it would run."""
+    import warnings
+
+    from edgelm.errors import EdgeLMError
+    from edgelm.runtime import load
+    from edgelm.runtime.providers import available_providers
+
+    lines = ["partition per available provider:"]
+    for name in available_providers():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = load(path, ep=name)
+        except EdgeLMError as exc:
+            lines.append(f"  {name}: cannot load: {exc}")
+            continue
+        lines += ["  " + ln for ln in model.partition.summary().splitlines()]
+    return lines
 
 
 def describe_package(path: str) -> str:
@@ -51,4 +79,4 @@ def describe_package(path: str) -> str:
         "files:",
     ]
     lines += [f"  {name:24s} {e.bytes / MIB:9.2f} MiB  sha256 {e.sha256[:16]}…" for name, e in m.files.items()]
-    return "\n".join(lines)
+    return "\n".join(lines + describe_partitions(path))

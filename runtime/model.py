@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -10,10 +11,15 @@ from edgelm.manifest import Manifest
 from edgelm.runtime.chat import Message, render_chat
 from edgelm.runtime.decoder import Decoder
 from edgelm.runtime.generate import generate_ids
-from edgelm.runtime.providers import resolve
+from edgelm.runtime.partition import partition_of
+from edgelm.runtime.providers import choose_auto, resolve
 from edgelm.runtime.sampling import SamplingConfig
 from edgelm.runtime.session import create_session
 from edgelm.runtime.tokenizer import StreamDecoder, TextTokenizer
+
+
+class ProviderFallbackWarning(UserWarning):
+    """Part of the graph runs on the CPU instead of the provider that was asked for."""
 
 
 @dataclass(frozen=True)
@@ -26,12 +32,28 @@ class Completion:
 class Model:
     """A package loaded on one execution provider."""
 
-    def __init__(self, package: str | Path, ep: str = "cpu", threads: int | None = None, verify: bool = False):
+    def __init__(
+        self,
+        package: str | Path,
+        ep: str = "cpu",
+        threads: int | None = None,
+        verify: bool = False,
+        strict: bool = False,
+        provider_options: dict[str, str] | None = None,
+    ):
         self.path = Path(package)
         self.manifest = Manifest.load(self.path)
         self.manifest.verify(self.path, hashes=verify)
-        self.provider = resolve(ep)
-        self.session = create_session(self.path / self.manifest.model_file, self.provider, threads)
+        self.provider = choose_auto(self.manifest.quantization.mode) if ep == "auto" else resolve(ep)
+        self.session = create_session(
+            self.path / self.manifest.model_file, self.provider, threads, strict, provider_options
+        )
+        self.partition = partition_of(self.session, self.provider.spec.ort_name)
+        if self.partition.fallback:  # never silent: the caller asked for this provider
+            p = self.partition
+            warnings.warn(ProviderFallbackWarning(
+                f"{len(p.fallback)} of {p.total} nodes fall back from {p.requested} to the CPU "
+                f"(--strict / strict=True makes this an error):\n{p.summary()}"), stacklevel=2)
         gen = self.manifest.generation
         self.tokenizer = TextTokenizer(self.path / self.manifest.tokenizer_file, gen.bos_token_id, gen.add_bos)
         self.decoder = Decoder(self.session, self.manifest)
@@ -86,6 +108,10 @@ class Model:
         return Completion(self.tokenizer.decode(out), out, len(ids))
 
 
-def load(package: str | Path, ep: str = "cpu", threads: int | None = None, verify: bool = False) -> Model:
-    """Load an edgelm package on execution provider `ep` ("cpu", "dml", ...)."""
-    return Model(package, ep=ep, threads=threads, verify=verify)
+def load(package: str | Path, ep: str = "cpu", threads: int | None = None, verify: bool = False,
+         strict: bool = False, provider_options: dict[str, str] | None = None) -> Model:
+    """Load an edgelm package on execution provider `ep` ("cpu", "qnn", "openvino", "dml", ..., or "auto").
+
+    `strict` turns any node left to the CPU into ProviderFallback (naming the nodes) instead of a warning.
+    """
+    return Model(package, ep=ep, threads=threads, verify=verify, strict=strict, provider_options=provider_options)

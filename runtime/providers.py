@@ -1,65 +1,208 @@
 """Execution providers as data: one spec per provider, no `ep == "..."` branches elsewhere.
 
-A spec says what onnxruntime calls the provider, which device kind it drives, which pip package brings
-it, and the session and provider options it needs by default.
+A spec says what onnxruntime calls the provider, the device kind it drives, which pip package brings it,
+how a plugin library is registered, the session and provider options it needs by default, and what
+packages it can run. Plugin EPs (QNN, OpenVINO, any installed `onnxruntime-ep-*` package) only work when
+registered with `onnxruntime.register_execution_provider_library` and added with
+`SessionOptions.add_provider_for_devices`; naming them in `providers=[...]` silently gives a CPU session.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
+import json
+import platform
 from dataclasses import dataclass, field
 from typing import Any
 
 from edgelm.errors import ProviderUnavailable
+
+DEVICE_PRIORITY = {"npu": 0, "gpu": 1, "cpu": 2}  # what `--ep auto` prefers
 
 
 @dataclass(frozen=True)
 class ProviderSpec:
     name: str  # edgelm's short name, used on the command line
     ort_name: str  # onnxruntime's name
-    device: str  # cpu | gpu | npu
+    device: str  # cpu | gpu | npu; "" = as onnxruntime reports the plugin's device
     install: str  # what to pip install to get it
-    provider_options: dict[str, Any] = field(default_factory=dict)
-    # SessionOptions attributes the provider needs, e.g. DirectML wants no memory pattern, sequential runs.
-    session_options: dict[str, Any] = field(default_factory=dict)
+    plugin_module: str | None = None  # a plugin EP: the module with get_library_path()
+    provider_options: dict[str, str] = field(default_factory=dict)
+    session_options: dict[str, Any] = field(default_factory=dict)  # SessionOptions attributes
+    session_config: dict[str, str] = field(default_factory=dict)  # add_session_config_entry
+    # EP-context cache: session config entries that compile once and reuse the binary (issue 6 uses it)
+    context_cache: dict[str, str] = field(default_factory=dict)
+    accepts: tuple[str, ...] = ("fp32", "fp16", "int8", "int4")  # package quantization modes it runs
+    simulated_on: tuple[str, ...] = ()  # machines where the device is a simulator: auto skips it there
     notes: str = ""
+
+    @property
+    def is_plugin(self) -> bool:
+        return self.plugin_module is not None
 
 
 PROVIDERS: dict[str, ProviderSpec] = {
     s.name: s
     for s in [
-        ProviderSpec("cpu", "CPUExecutionProvider", "cpu", "onnxruntime"),
+        ProviderSpec("cpu", "CPUExecutionProvider", "cpu", "onnxruntime", accepts=("fp32", "fp16", "int8", "int4", "qdq")),
         ProviderSpec(
-            "dml",
-            "DmlExecutionProvider",
-            "gpu",
-            "onnxruntime-directml (Windows only)",
-            provider_options={"device_id": 0},
+            "dml", "DmlExecutionProvider", "gpu", "onnxruntime-directml (Windows only)",
+            provider_options={"device_id": "0"},
             session_options={"enable_mem_pattern": False, "execution_mode": "sequential"},
-            notes="no concurrent Run() on one session",
+            notes="no concurrent Run() on one session; unverified on hardware",
         ),
-        ProviderSpec("cuda", "CUDAExecutionProvider", "gpu", "onnxruntime-gpu", provider_options={"device_id": 0}),
+        ProviderSpec("cuda", "CUDAExecutionProvider", "gpu", "onnxruntime-gpu", provider_options={"device_id": "0"}),
+        ProviderSpec(
+            "qnn", "QNNExecutionProvider", "npu", "onnxruntime-qnn", plugin_module="onnxruntime_qnn",
+            # fp32 graphs on the HTP need enable_htp_fp16_precision=1 together with a soc_model (pass both
+            # with --ep-option); QDQ graphs need neither. With a selection policy instead of explicit
+            # devices, QNN needs the session entry ep.qnnexecutionprovider.backend_type=htp.
+            provider_options={"backend_type": "htp", "htp_performance_mode": "burst"},
+            context_cache={"ep.context_enable": "1", "ep.context_embed_mode": "0"},
+            accepts=("qdq",), simulated_on=("x86_64", "AMD64"),
+            notes="HTP backend; on x86-64 the HTP is a simulator. Wants static shapes and QDQ graphs.",
+        ),
+        ProviderSpec(
+            "openvino", "OpenVINOExecutionProvider", "cpu", "onnxruntime-ep-openvino",
+            plugin_module="onnxruntime_ep_openvino",
+            # OpenVINO's CPU plugin defaults to bf16 where the CPU has it; f32 matches the CPU EP
+            provider_options={"load_config": json.dumps({"CPU": {"INFERENCE_PRECISION_HINT": "f32"}})},
+            accepts=("fp32", "fp16", "int8", "qdq"),
+        ),
     ]
 }
 
 
-def available_providers() -> list[str]:
+def all_specs() -> dict[str, ProviderSpec]:
+    """The table above plus any other installed plugin package named onnxruntime-ep-*."""
+    specs = dict(PROVIDERS)
+    known = {s.plugin_module for s in specs.values()}
+    for dist in importlib.metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower()
+        if not name.startswith("onnxruntime-ep-"):
+            continue
+        module = ((dist.read_text("top_level.txt") or "").split() or [name.replace("-", "_")])[0]
+        if module in known:
+            continue
+        short = name.removeprefix("onnxruntime-ep-")
+        specs[short] = ProviderSpec(short, _plugin_ep_name(module, short), "", name, plugin_module=module)
+    return specs
+
+
+def _plugin_ep_name(module: str, short: str) -> str:
+    try:
+        return importlib.import_module(module).get_ep_name()
+    except Exception:  # a plugin that cannot say its name is reported unavailable on use
+        return f"{short}ExecutionProvider"
+
+
+_REGISTERED: set[str] = set()
+
+
+def register_plugin(spec: ProviderSpec) -> list:
+    """Register `spec`'s plugin library once per process; return its OrtEpDevices."""
     import onnxruntime as ort
 
-    present = set(ort.get_available_providers())
-    return [name for name, spec in PROVIDERS.items() if spec.ort_name in present]
+    if spec.ort_name not in _REGISTERED:
+        try:
+            module = importlib.import_module(spec.plugin_module)
+        except ImportError:
+            raise ProviderUnavailable(f"{spec.name} needs the package {spec.install}: pip install {spec.install}") from None
+        from edgelm.runtime.session import native_stdout_to_stderr
+
+        try:
+            library = module.get_library_path()
+            with native_stdout_to_stderr():
+                ort.register_execution_provider_library(spec.ort_name, library)
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise ProviderUnavailable(
+                f"{spec.name}: the plugin library from {spec.install} failed to load ({first}); "
+                f"reinstall it (pip install --force-reinstall {spec.install}) or check that it matches "
+                f"onnxruntime {ort.__version__}"
+            ) from None
+        _REGISTERED.add(spec.ort_name)
+    devices = [d for d in ort.get_ep_devices() if d.ep_name == spec.ort_name]
+    if not devices:
+        raise ProviderUnavailable(f"{spec.name}: the plugin is installed but offers no device on this machine")
+    return devices
 
 
-def resolve(name: str) -> ProviderSpec:
-    """The spec for `name`, or ProviderUnavailable naming the available ones and what to install."""
-    spec = PROVIDERS.get(name)
-    available = available_providers()
+def device_kind(spec: ProviderSpec, devices: list) -> str:
+    """npu / gpu / cpu: the spec's, or for a plugin the table does not know, what onnxruntime reports.
+
+    (QNN's HTP simulator attaches to the CPU device on x86; it is still an NPU provider.)"""
+    if spec.device or not devices:
+        return spec.device or "cpu"
+    return devices[0].device.type.name.lower()
+
+
+@dataclass(frozen=True)
+class Resolved:
+    spec: ProviderSpec
+    devices: list  # OrtEpDevice for plugins, [] otherwise
+    reason: str = ""  # why `auto` chose it
+
+
+def _probe(spec: ProviderSpec) -> Resolved:
+    """`spec` ready to use, or ProviderUnavailable saying what is missing for it alone."""
+    if spec.is_plugin:
+        return Resolved(spec, register_plugin(spec))
+    import onnxruntime as ort
+
+    if spec.ort_name not in ort.get_available_providers():
+        raise ProviderUnavailable(f"{spec.name} ({spec.ort_name}) is not in this onnxruntime build; install {spec.install}")
+    return Resolved(spec, [])
+
+
+def resolve(name: str) -> Resolved:
+    """The provider `name`, ready to use, or ProviderUnavailable naming what is available and what to install."""
+    specs = all_specs()
+    spec = specs.get(name)
     if spec is None:
         raise ProviderUnavailable(
-            f"unknown execution provider {name!r}; known: {', '.join(PROVIDERS)}; available here: {', '.join(available)}"
+            f"unknown execution provider {name!r}; known: {', '.join(specs)}; "
+            f"available here: {', '.join(available_providers())}"
         )
-    if name not in available:
-        raise ProviderUnavailable(
-            f"execution provider {name!r} ({spec.ort_name}) is not in this onnxruntime build; "
-            f"available: {', '.join(available)}; install {spec.install}"
-        )
-    return spec
+    try:
+        return _probe(spec)
+    except ProviderUnavailable as exc:
+        raise ProviderUnavailable(f"execution provider {exc}; available here: {', '.join(available_providers())}") from None
+
+
+def available_providers() -> list[str]:
+    """Short names of the providers that can run here now."""
+    out = []
+    for name, spec in all_specs().items():
+        try:
+            _probe(spec)
+        except ProviderUnavailable:
+            continue
+        out.append(name)
+    return out
+
+
+def choose_auto(quant_mode: str) -> Resolved:
+    """Prefer NPU, then GPU, then CPU, among providers that run this package for real; say why."""
+    candidates, skipped = [], []
+    machine = platform.machine()
+    for name, spec in all_specs().items():
+        try:
+            found = _probe(spec)
+        except ProviderUnavailable:
+            skipped.append(f"{name}: not available here")
+            continue
+        spec = found.spec
+        if quant_mode not in spec.accepts:
+            skipped.append(f"{name}: runs {'/'.join(spec.accepts)} packages, this one is {quant_mode}")
+        elif machine in spec.simulated_on:
+            skipped.append(f"{name}: its device is a simulator on {machine}")
+        else:
+            candidates.append(found)
+    if not candidates:
+        raise ProviderUnavailable(f"no provider here runs {quant_mode} packages: {'; '.join(skipped)}")
+    best = min(candidates, key=lambda r: DEVICE_PRIORITY[device_kind(r.spec, r.devices)])
+    kind = device_kind(best.spec, best.devices)
+    reason = f"auto chose {best.spec.name} ({kind}); " + ("; ".join(skipped) if skipped else "nothing better")
+    return Resolved(best.spec, best.devices, reason)

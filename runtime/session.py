@@ -2,36 +2,105 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from pathlib import Path
 
 from edgelm.errors import PackageError
-from edgelm.runtime.providers import ProviderSpec
+from edgelm.runtime.partition import ProviderFallback, partition_of
+from edgelm.runtime.providers import ProviderSpec, Resolved
 
 _EXECUTION_MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
 
 
-def session_options(spec: ProviderSpec, threads: int | None = None):
+@contextlib.contextmanager
+def native_stdout_to_stderr():
+    """Send what native code writes to file descriptor 1 to stderr meanwhile: stdout stays ours."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        _flush_c_stdio()  # native printf output is buffered: flush it while fd 1 still points to stderr
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _flush_c_stdio() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):
+        pass
+
+
+def session_options(spec: ProviderSpec, threads: int | None = None, strict: bool = False):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3  # errors only; edgelm reports what matters itself
+    opts.log_severity_level = 4  # fatal only: failures reach the caller as typed errors instead
     if threads:
         opts.intra_op_num_threads = int(threads)  # 0 (default) = one per physical core
     for key, value in spec.session_options.items():
         if key == "execution_mode":
             value = getattr(ort.ExecutionMode, _EXECUTION_MODES[value])
         setattr(opts, key, value)
+    for key, value in spec.session_config.items():
+        opts.add_session_config_entry(key, value)
+    opts.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
+    if strict and spec.name != "cpu":
+        opts.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     return opts
 
 
-def create_session(model_path: Path, spec: ProviderSpec, threads: int | None = None):
-    import onnxruntime as ort
-
-    opts = session_options(spec, threads)
-    providers = [(spec.ort_name, dict(spec.provider_options))]
+def create_session(
+    model_path: Path,
+    provider: Resolved,
+    threads: int | None = None,
+    strict: bool = False,
+    provider_options: dict[str, str] | None = None,
+):
+    """A session on `provider`; with `strict`, ProviderFallback names any node it would leave to the CPU."""
+    spec = provider.spec
+    options = {**spec.provider_options, **(provider_options or {})}
     try:
-        return ort.InferenceSession(str(model_path), sess_options=opts, providers=providers)
-    except Exception as exc:  # onnxruntime raises its own untyped errors; keep the first line
+        return _open(model_path, provider, threads, strict, options)
+    except ProviderFallback:
+        raise
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        if strict and spec.name != "cpu":
+            # Find out which nodes the provider refuses: partition without the strict flag, then name them.
+            try:
+                report = partition_of(_open(model_path, provider, threads, False, options), spec.ort_name)
+            except Exception:
+                report = None
+            if report is not None and report.fallback:
+                raise ProviderFallback(report) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PackageError(f"onnxruntime cannot load {model_path} on {spec.name}: {first[:300]}") from None
+
+
+def _open(model_path: Path, provider: Resolved, threads, strict: bool, options: dict):
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(4)  # plugin EPs log through the default logger
+    spec = provider.spec
+    opts = session_options(spec, threads, strict)
+    if spec.is_plugin:
+        opts.add_provider_for_devices(provider.devices, options)
+        with native_stdout_to_stderr():  # some plugin libraries print banners on stdout
+            session = ort.InferenceSession(str(model_path), sess_options=opts)
+    else:
+        providers = [(spec.ort_name, options)]
+        if spec.name != "cpu":
+            providers.append(("CPUExecutionProvider", {}))
+        session = ort.InferenceSession(str(model_path), sess_options=opts, providers=providers)
+    if strict and spec.name != "cpu":
+        report = partition_of(session, spec.ort_name)
+        if report.fallback:
+            raise ProviderFallback(report)
+    return session

@@ -38,8 +38,10 @@ class Engine:
 
     name: ClassVar[str] = ""
 
-    def __init__(self, target: str, ep: str, threads: int | None):
+    def __init__(self, target: str, ep: str, threads: int | None, strict: bool = False,
+                 provider_options: dict[str, str] | None = None):
         self.target, self.ep, self.threads = target, ep, threads
+        self.strict, self.provider_options = strict, provider_options or {}
 
     def info(self) -> dict[str, Any]:
         """Static facts for the row: quant, package bytes and sha256, KV bytes per token, weights per token."""

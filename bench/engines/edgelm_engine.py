@@ -10,9 +10,9 @@ from edgelm.runtime import load
 
 @register("edgelm")
 class EdgeLMEngine(Engine):
-    def __init__(self, target: str, ep: str, threads: int | None):
-        super().__init__(target, ep, threads)
-        self.model = load(target, ep=ep, threads=threads)
+    def __init__(self, target: str, ep: str, threads: int | None, **provider):
+        super().__init__(target, ep, threads, **provider)
+        self.model = load(target, ep=ep, threads=threads, strict=self.strict, provider_options=self.provider_options)
         self.decoder = self.model.decoder
 
     def info(self):
@@ -28,6 +28,8 @@ class EdgeLMEngine(Engine):
             # key + value, every layer, one token
             "kv_bytes_per_token": 2 * kv.num_layers * kv.num_kv_heads * kv.head_dim * np.dtype(kv.dtype).itemsize,
             "weight_bytes_per_token": m.weights.per_token if m.weights else None,
+            "ep": self.model.provider.spec.name + (" (auto)" if self.ep == "auto" else ""),
+            "ep_node_share": self.model.partition.on_requested() / max(self.model.partition.total, 1),
         }
 
     def vocab_size(self) -> int:

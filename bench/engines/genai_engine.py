@@ -11,8 +11,8 @@ from edgelm.bench.engines.base import Engine, EngineUnavailable, register
 
 @register("genai")
 class GenaiEngine(Engine):
-    def __init__(self, target: str, ep: str, threads: int | None):
-        super().__init__(target, ep, threads)
+    def __init__(self, target: str, ep: str, threads: int | None, **provider):
+        super().__init__(target, ep, threads, **provider)
         try:
             import onnxruntime_genai as og
         except ImportError:

@@ -12,8 +12,8 @@ from edgelm.runtime.providers import resolve
 
 @register("optimum")
 class OptimumEngine(Engine):
-    def __init__(self, target: str, ep: str, threads: int | None):
-        super().__init__(target, ep, threads)
+    def __init__(self, target: str, ep: str, threads: int | None, **provider):
+        super().__init__(target, ep, threads, **provider)
         try:
             import onnxruntime as ort
             import torch
@@ -32,7 +32,7 @@ class OptimumEngine(Engine):
             opts.intra_op_num_threads = threads
         self.torch = torch
         self.model = ORTModelForCausalLM.from_pretrained(
-            target, file_name=manifest.model_file, provider=resolve(ep).ort_name, session_options=opts,
+            target, file_name=manifest.model_file, provider=resolve(ep).spec.ort_name, session_options=opts,
             use_cache=True, use_io_binding=False, local_files_only=True,
         )
         self.vocab = manifest.vocab_size

@@ -9,8 +9,8 @@ from edgelm.bench.engines.base import Engine, EngineUnavailable, register
 
 @register("torch")
 class TorchEngine(Engine):
-    def __init__(self, target: str, ep: str, threads: int | None):
-        super().__init__(target, ep, threads)
+    def __init__(self, target: str, ep: str, threads: int | None, **provider):
+        super().__init__(target, ep, threads, **provider)
         if ep != "cpu":
             raise EngineUnavailable("the torch peer runs on the CPU only")
         try:
