@@ -41,7 +41,7 @@ def _cmd_run(args) -> int:
     from edgelm.runtime import load
 
     model = load(args.package, ep=args.ep or "cpu", threads=args.threads, strict=args.strict,
-                 provider_options=dict(args.ep_option or ()))
+                 provider_options=dict(args.ep_option or ()), context_cache=args.context_cache)
     _say_provider(model)
     sampling = _given(args, temperature="temperature", top_k="top_k", top_p="top_p",
                       repetition_penalty="repetition_penalty", seed="seed")
@@ -231,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--ignore-eos", action="store_true", help="do not stop at end-of-sequence tokens")
     _add_provider_flags(p, "execution provider: cpu (default), auto, qnn, openvino, dml, ... (see edgelm info)")
+    p.add_argument("--context-cache", metavar="DIR",
+                   help="keep the provider's compiled EP-context model here (QNN): compile once, load fast")
     p.add_argument("-t", "--threads", type=int, help="intra-op threads (default: physical cores)")
     p.add_argument("--json", action="store_true", help="print prompt ids, token ids and text as JSON")
     p.set_defaults(func=_cmd_run)

@@ -40,13 +40,17 @@ class Model:
         verify: bool = False,
         strict: bool = False,
         provider_options: dict[str, str] | None = None,
+        context_cache: str | Path | None = None,
     ):
         self.path = Path(package)
         self.manifest = Manifest.load(self.path)
         self.manifest.verify(self.path, hashes=verify)
         self.provider = choose_auto(self.manifest.quantization.mode) if ep == "auto" else resolve(ep)
+        if context_cache is not None:  # one cache per graph: a re-exported package never meets a stale one
+            entry = self.manifest.files.get(self.manifest.model_file)
+            context_cache = Path(context_cache) / (entry.sha256[:16] if entry else "unhashed")
         self.session = create_session(
-            self.path / self.manifest.model_file, self.provider, threads, strict, provider_options
+            self.path / self.manifest.model_file, self.provider, threads, strict, provider_options, context_cache
         )
         self.partition = partition_of(self.session, self.provider.spec.ort_name)
         if self.partition.fallback:  # never silent: the caller asked for this provider
@@ -109,9 +113,12 @@ class Model:
 
 
 def load(package: str | Path, ep: str = "cpu", threads: int | None = None, verify: bool = False,
-         strict: bool = False, provider_options: dict[str, str] | None = None) -> Model:
+         strict: bool = False, provider_options: dict[str, str] | None = None,
+         context_cache: str | Path | None = None) -> Model:
     """Load an edgelm package on execution provider `ep` ("cpu", "qnn", "openvino", "dml", ..., or "auto").
 
     `strict` turns any node left to the CPU into ProviderFallback (naming the nodes) instead of a warning.
+    `context_cache` is a folder where providers with compiled EP-context models (QNN) keep them.
     """
-    return Model(package, ep=ep, threads=threads, verify=verify, strict=strict, provider_options=provider_options)
+    return Model(package, ep=ep, threads=threads, verify=verify, strict=strict,
+                 provider_options=provider_options, context_cache=context_cache)

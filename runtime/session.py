@@ -63,19 +63,32 @@ def create_session(
     threads: int | None = None,
     strict: bool = False,
     provider_options: dict[str, str] | None = None,
+    context_cache: Path | None = None,
 ):
-    """A session on `provider`; with `strict`, ProviderFallback names any node it would leave to the CPU."""
+    """A session on `provider`; with `strict`, ProviderFallback names any node it would leave to the CPU.
+
+    `context_cache`: a folder for the provider's compiled EP-context model (providers that have one, e.g.
+    QNN). The first load compiles and writes it; later loads start from it.
+    """
     spec = provider.spec
     options = {**spec.provider_options, **(provider_options or {})}
+    config: dict[str, str] = {}
+    if context_cache is not None and spec.context_cache:
+        cached = Path(context_cache) / f"{Path(model_path).stem}.{spec.name}_ctx.onnx"
+        if cached.is_file():
+            model_path = cached
+        else:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            config = {**spec.context_cache, "ep.context_file_path": str(cached)}
     try:
-        return _open(model_path, provider, threads, strict, options)
+        return _open(model_path, provider, threads, strict, options, config)
     except ProviderFallback:
         raise
     except Exception as exc:  # onnxruntime raises its own untyped errors
         if strict and spec.name != "cpu":
             # Find out which nodes the provider refuses: partition without the strict flag, then name them.
             try:
-                report = partition_of(_open(model_path, provider, threads, False, options), spec.ort_name)
+                report = partition_of(_open(model_path, provider, threads, False, options, {}), spec.ort_name)
             except Exception:
                 report = None
             if report is not None and report.fallback:
@@ -84,12 +97,14 @@ def create_session(
         raise PackageError(f"onnxruntime cannot load {model_path} on {spec.name}: {first[:300]}") from None
 
 
-def _open(model_path: Path, provider: Resolved, threads, strict: bool, options: dict):
+def _open(model_path: Path, provider: Resolved, threads, strict: bool, options: dict, config: dict):
     import onnxruntime as ort
 
     ort.set_default_logger_severity(4)  # plugin EPs log through the default logger
     spec = provider.spec
     opts = session_options(spec, threads, strict)
+    for key, value in config.items():
+        opts.add_session_config_entry(key, value)
     if spec.is_plugin:
         opts.add_provider_for_devices(provider.devices, options)
         with native_stdout_to_stderr():  # some plugin libraries print banners on stdout

@@ -139,3 +139,22 @@ def test_info_lists_providers_and_partitions(builds):
     assert "qnn" in env and "npu" in env and "onnxruntime-qnn" in env
     pkg = run_cli("info", builds.package("tiny-qwen2", "int4"), check=True).stdout
     assert "nodes on CPUExecutionProvider" in pkg and "nodes on QNNExecutionProvider" in pkg
+
+
+def test_qnn_context_cache_is_written_once_and_reused(tmp_path):
+    import time
+
+    _, qdq = _qdq_model(tmp_path)
+    cache = tmp_path / "cache"
+    x = np.random.default_rng(2).standard_normal((1, 16)).astype(np.float32)
+    start = time.perf_counter()
+    first = create_session(qdq, resolve("qnn"), strict=True, context_cache=cache)
+    compile_s = time.perf_counter() - start
+    written = sorted(p.name for p in cache.iterdir())
+    assert written and any(name.endswith("_ctx.onnx") for name in written)
+    start = time.perf_counter()
+    again = create_session(qdq, resolve("qnn"), strict=True, context_cache=cache)
+    cached_s = time.perf_counter() - start
+    assert sorted(p.name for p in cache.iterdir()) == written  # reused, not rewritten
+    assert np.array_equal(first.run(None, {"x": x})[0], again.run(None, {"x": x})[0])
+    print(f"QNN session load: compile {compile_s:.3f} s, from context cache {cached_s:.3f} s")
