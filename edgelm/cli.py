@@ -26,14 +26,16 @@ def _cmd_export(args) -> int:
         **({"symmetric": False} if args.asymmetric else {}),
     )
     config = ExportConfig(
-        **_given(args, quant="quant"), quant_config=quant, force=args.force, progress=not args.quiet
+        **_given(args, quant="quant", backend="backend"), quant_config=quant, force=args.force,
+        progress=not args.quiet,
     )
     if args.synthetic:
         manifest = export_synthetic(args.synthetic, args.output, config, seed=args.seed)
     else:
         manifest = export_model(args.model, args.output, config)
     size = sum(f.bytes for f in manifest.files.values()) / (1 << 20)
-    print(f"wrote {args.output}: {manifest.architecture}, {manifest.quantization.mode}, {size:.1f} MiB")
+    print(f"wrote {args.output}: {manifest.architecture}, {manifest.quantization.mode}, "
+          f"{manifest.source['backend']} builder, {size:.1f} MiB")
     return 0
 
 
@@ -119,7 +121,8 @@ def _peers(args) -> tuple[dict[str, str | None], list[str]]:
     """--vs names -> each peer's target (None: the package itself), and notes for peers that cannot run."""
     from edgelm.bench.engines import ENGINES
 
-    targets = {"optimum": (None, None), "torch": (args.hf, "--hf DIR"), "genai": (args.genai_model, "--genai-model DIR")}
+    targets = {"optimum": (args.optimum_package, None), "torch": (args.hf, "--hf DIR"),
+               "genai": (args.genai_model, "--genai-model DIR")}
     peers, notes = {}, []
     for name in args.vs or ():
         if name not in targets:
@@ -215,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-size", type=int, help=f"int4/int8 block size (default {qd['block_size']})")
     p.add_argument("--accuracy-level", type=int, help=f"MatMulNBits accuracy level (default {qd['accuracy_level']})")
     p.add_argument("--asymmetric", action="store_true", help="int4/int8 with zero points (default symmetric)")
+    p.add_argument("--backend", choices=["auto", "native", "optimum"],
+                   help=f"graph builder (default {ed['backend']}: native where the architecture and precision "
+                   "allow, else optimum-onnx)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_export)
@@ -253,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="DIR", help="write PNG plots (speed vs prompt length, memory)")
     p.add_argument("--vs", type=_names, help="peers in the same run: genai,optimum,torch")
     p.add_argument("--hf", metavar="DIR", help="HF model folder for the torch peer")
+    p.add_argument("--optimum-package", metavar="DIR",
+                   help="an optimum-made edgelm package for the optimum peer (default: the package itself, "
+                   "when it was exported with --backend optimum)")
     p.add_argument("--genai-model", metavar="DIR", help="onnxruntime-genai model folder for the genai peer")
     p.add_argument("--eval", action="store_true", help="add perplexity (and --ref agreement) columns")
     p.add_argument("--ref", metavar="REF", help="reference package or HF folder for agreement")

@@ -41,6 +41,7 @@ class GraphIO:
     present_value: str
     attention_mask: str | None = None
     position_ids: str | None = None
+    logits_to_keep: str | None = None  # int64 scalar input: how many last positions get logits
 
     def past_names(self, layer: int) -> tuple[str, str]:
         return self.past_key.format(layer=layer), self.past_value.format(layer=layer)
@@ -58,6 +59,9 @@ class KVCache:
     head_dim: int
     dtype: str = "float32"
     layout: str = "batch,kv_heads,seq,head_dim"
+    # concat: present = past + new (runtime swaps arrays); shared: one preallocated buffer per layer is
+    # both past and present, written in place (GroupQueryAttention graphs)
+    mode: str = "concat"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,6 @@ class QuantConfig:
 class ExportConfig:
     quant: str = "int4"
     quant_config: QuantConfig = field(default_factory=QuantConfig)
-    backend: str = "optimum"
+    backend: str = "auto"  # auto = native where the architecture and precision allow, else optimum
     force: bool = False
     progress: bool = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ def write_manifest(
     backend: str,
     label: str,
     weights: WeightStats | None = None,
+    kv_mode: str = "concat",
 ) -> Manifest:
     arch = source.arch
     tok_config = source.tokenizer_config
@@ -68,7 +70,7 @@ def write_manifest(
         model_type=arch.model_type,
         model_file=MODEL_FILE,
         io=io_names,
-        kv_cache=arch.kv_cache(mode.kv_dtype),
+        kv_cache=replace(arch.kv_cache(mode.kv_dtype), mode=kv_mode),
         quantization=mode.describe(),
         context_length=arch.context_length,
         vocab_size=arch.vocab_size,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable
 
 from edgelm.errors import ExportError
 from edgelm.export import optimum_backend
@@ -21,7 +20,7 @@ from edgelm.export.source import open_source
 from edgelm.export.staging import check_output, staged_output
 from edgelm.manifest import Manifest
 
-BACKENDS: dict[str, Callable] = {"optimum": optimum_backend.export_onnx}
+BACKENDS = ("auto", "native", "optimum")
 
 
 def export_model(model: str | Path, out: str | Path, config: ExportConfig = ExportConfig()) -> Manifest:
@@ -57,10 +56,23 @@ def _check(config: ExportConfig, out: Path) -> None:
     check_output(out.absolute(), config.force)
 
 
+def choose_backend(requested: str, source, mode: QuantMode) -> str:
+    """auto: the native builder where it knows the architecture and precision, else optimum."""
+    native_ok = source.arch.native and mode.native
+    if requested == "native" and not native_ok:
+        what = source.arch.name if not source.arch.native else f"{mode.name} precision"
+        raise ExportError(f"the native builder does not support {what}; use --backend optimum")
+    if requested == "auto":
+        return "native" if native_ok else "optimum"
+    return requested
+
+
 def _export_folder(model: Path, out: Path, config: ExportConfig, label: str) -> Manifest:
     source = open_source(model)
     mode: QuantMode = get_mode(config.quant, config.quant_config)
-    backend = BACKENDS[config.backend]
+    backend = choose_backend(config.backend, source, mode)
+    if backend == "native":
+        return _export_native(source, out, config, mode, label)
     with _Steps(["export ONNX", f"quantize {mode.name}", "write package"], config.progress) as steps:
         with staged_output(out, config.force) as stage:
             import onnx
@@ -68,7 +80,7 @@ def _export_folder(model: Path, out: Path, config: ExportConfig, label: str) -> 
             work = stage / ".work"  # inside the stage, so a failure removes both
             work.mkdir()
             steps.next()
-            raw_path, io_names = backend(source, work)
+            raw_path, io_names = optimum_backend.export_onnx(source, work)
             steps.next()
             graph = mode.apply(onnx.load(str(raw_path)))
             steps.next()
@@ -77,7 +89,16 @@ def _export_folder(model: Path, out: Path, config: ExportConfig, label: str) -> 
             del graph
             copy_support_files(source, stage)
             shutil.rmtree(work)  # gone before the manifest hashes the folder
-            return write_manifest(stage, source, io_names, mode, config.backend, label, weights)
+            return write_manifest(stage, source, io_names, mode, "optimum", label, weights)
+
+
+def _export_native(source, out: Path, config: ExportConfig, mode: QuantMode, label: str) -> Manifest:
+    from edgelm.export.native.decoder import export_native
+
+    with staged_output(out, config.force) as stage:
+        _, io_names, weights = export_native(source, stage, mode.native_bits, config.quant_config, config.progress)
+        copy_support_files(source, stage)
+        return write_manifest(stage, source, io_names, mode, "native", label, weights, kv_mode="shared")
 
 
 class _Steps:

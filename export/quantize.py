@@ -38,6 +38,8 @@ def get_mode(name: str, config: QuantConfig | None = None) -> QuantMode:
 class QuantMode:
     name: ClassVar[str] = ""
     kv_dtype: ClassVar[str] = "float32"  # graph I/O stays fp32 in every mode
+    native: ClassVar[bool] = True  # the native builder can emit this precision
+    native_bits: ClassVar[int | None] = None  # its linears: None = fp32 MatMul, else MatMulNBits bits
 
     def __init__(self, config: QuantConfig):
         self.config = config
@@ -57,6 +59,8 @@ class Float32(QuantMode):
 @register("fp16")
 class Float16(QuantMode):
     """fp16 weights and compute, fp32 graph inputs and outputs (logits and KV cache)."""
+
+    native = False
 
     def apply(self, model):
         from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -112,9 +116,9 @@ class _MatMulNBits(QuantMode):
 
 @register("int8")
 class Int8(_MatMulNBits):
-    bits = 8
+    bits = native_bits = 8
 
 
 @register("int4")
 class Int4(_MatMulNBits):
-    bits = 4
+    bits = native_bits = 4

@@ -1,8 +1,13 @@
 """One ONNX decoder session plus its KV cache: feed token ids, get logits.
 
-The manifest says the I/O names and the cache layout; nothing is guessed from the graph. The cache is a
-list of numpy arrays per layer, (batch, kv_heads, seq, head_dim), replaced by the graph's `present`
-outputs after each run.
+The manifest says the I/O names and the cache layout; nothing is guessed from the graph. Two cache modes,
+chosen by `kv_cache.mode`:
+
+- "concat": per layer numpy arrays (batch, kv_heads, seq, head_dim), replaced by the graph's `present`
+  outputs after each run (what optimum-made graphs do).
+- "shared": per layer one buffer of `capacity` positions, bound through IO binding as both the `past`
+  input and the `present` output, so GroupQueryAttention writes new keys/values in place: no per-step
+  copy of the cache. The attention mask has `capacity` columns too, ones up to the current length.
 """
 
 from __future__ import annotations
@@ -14,13 +19,15 @@ from edgelm.manifest import Manifest
 
 
 class Decoder:
-    def __init__(self, session, manifest: Manifest):
+    """The "concat" mode."""
+
+    def __init__(self, session, manifest: Manifest, capacity: int | None = None):
         self.session = session
         self.manifest = manifest
         io, kv = manifest.io, manifest.kv_cache
         self.context_length = manifest.context_length
         self._past_names = [name for layer in range(kv.num_layers) for name in io.past_names(layer)]
-        self._outputs = [io.logits] + [name for layer in range(kv.num_layers) for name in io.present_names(layer)]
+        self._present_names = [name for layer in range(kv.num_layers) for name in io.present_names(layer)]
         self._empty = np.zeros((1, kv.num_kv_heads, 0, kv.head_dim), dtype=np.dtype(kv.dtype))
         self.reset()
 
@@ -29,23 +36,75 @@ class Decoder:
         self.past = [self._empty] * len(self._past_names)
         self.length = 0
 
+    def _check(self, n: int) -> int:
+        total = self.length + n
+        if total > self.context_length:
+            raise GenerationError(
+                f"sequence of {total} tokens exceeds the context length {self.context_length}; "
+                "shorten the prompt or lower --max-new-tokens"
+            )
+        return total
+
+    def _extra_feeds(self, n: int, total: int, last_only: bool) -> dict:
+        io = self.manifest.io
+        feeds = {}
+        if io.position_ids:
+            feeds[io.position_ids] = np.arange(self.length, total, dtype=np.int64).reshape(1, n)
+        if io.logits_to_keep:  # the graph computes lm_head only for the positions we read
+            feeds[io.logits_to_keep] = np.array(1 if last_only else n, dtype=np.int64)
+        return feeds
+
     def forward(self, ids, last_only: bool = True) -> np.ndarray:
         """Run `ids` (new tokens) after the cached ones; logits (vocab,) of the last position, or (n, vocab)."""
         ids = np.asarray(ids, dtype=np.int64).reshape(1, -1)  # (batch=1, n)
         n = ids.shape[1]
-        total = self.length + n
-        if total > self.context_length:
-            raise GenerationError(
-                f"sequence of {total} tokens exceeds the package's context length {self.context_length}; "
-                "shorten the prompt or lower --max-new-tokens"
-            )
+        total = self._check(n)
         io = self.manifest.io
-        feeds = {io.input_ids: ids, **dict(zip(self._past_names, self.past))}
+        feeds = {io.input_ids: ids, **dict(zip(self._past_names, self.past)), **self._extra_feeds(n, total, last_only)}
         if io.attention_mask:
             feeds[io.attention_mask] = np.ones((1, total), dtype=np.int64)  # (batch, past + n)
-        if io.position_ids:
-            feeds[io.position_ids] = np.arange(self.length, total, dtype=np.int64).reshape(1, n)
-        logits, *present = self.session.run(self._outputs, feeds)  # logits (1, n, vocab)
+        logits, *present = self.session.run([io.logits] + self._present_names, feeds)  # logits (1, n, vocab)
         self.past = present
         self.length = total
         return logits[0, -1] if last_only else logits[0]
+
+
+class SharedBufferDecoder(Decoder):
+    """The "shared" mode: preallocated KV buffers, IO binding, in-place cache updates."""
+
+    def __init__(self, session, manifest: Manifest, capacity: int | None = None):
+        kv = manifest.kv_cache
+        self.capacity = min(capacity or manifest.context_length, manifest.context_length)
+        shape = (1, kv.num_kv_heads, self.capacity, kv.head_dim)  # (batch, kv_heads, capacity, head_dim)
+        self._buffers = [np.zeros(shape, dtype=np.dtype(kv.dtype)) for _ in range(2 * kv.num_layers)]
+        self._mask = np.zeros((1, self.capacity), dtype=np.int64)  # ones up to the current length
+        super().__init__(session, manifest)
+        self.context_length = self.capacity
+        self._binding = session.io_binding()
+        self._binding.bind_output(manifest.io.logits, "cpu")  # bound first: get_outputs()[0]; ORT sizes it
+        for past, present, buf in zip(self._past_names, self._present_names, self._buffers):
+            self._binding.bind_cpu_input(past, buf)
+            self._binding.bind_output(present, "cpu", 0, buf.dtype, list(buf.shape), buf.ctypes.data)
+        self._binding.bind_cpu_input(manifest.io.attention_mask, self._mask)
+
+    def reset(self) -> None:
+        self._mask[:] = 0
+        self.length = 0
+
+    def forward(self, ids, last_only: bool = True) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64).reshape(1, -1)
+        n = ids.shape[1]
+        total = self._check(n)
+        io, b = self.manifest.io, self._binding
+        self._mask[0, self.length : total] = 1
+        b.bind_cpu_input(io.input_ids, ids)
+        for name, value in self._extra_feeds(n, total, last_only).items():
+            b.bind_cpu_input(name, value)
+        b.bind_output(io.logits, "cpu")  # rebound each run (same slot, 0): its shape follows n and last_only
+        self.session.run_with_iobinding(b)
+        logits = b.get_outputs()[0].numpy()  # (1, kept, vocab)
+        self.length = total
+        return logits[0, -1] if last_only else logits[0]
+
+
+DECODERS = {"concat": Decoder, "shared": SharedBufferDecoder}

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from edgelm.errors import PackageError
 from edgelm.manifest import Manifest
 from edgelm.runtime.chat import Message, render_chat
-from edgelm.runtime.decoder import Decoder
+from edgelm.runtime.decoder import DECODERS
 from edgelm.runtime.generate import generate_ids
 from edgelm.runtime.partition import partition_of
 from edgelm.runtime.providers import choose_auto, resolve
@@ -41,6 +42,7 @@ class Model:
         strict: bool = False,
         provider_options: dict[str, str] | None = None,
         context_cache: str | Path | None = None,
+        max_length: int | None = None,
     ):
         self.path = Path(package)
         self.manifest = Manifest.load(self.path)
@@ -60,7 +62,11 @@ class Model:
                 f"(--strict / strict=True makes this an error):\n{p.summary()}"), stacklevel=2)
         gen = self.manifest.generation
         self.tokenizer = TextTokenizer(self.path / self.manifest.tokenizer_file, gen.bos_token_id, gen.add_bos)
-        self.decoder = Decoder(self.session, self.manifest)
+        mode = self.manifest.kv_cache.mode
+        if mode not in DECODERS:
+            raise PackageError(f"KV-cache mode {mode!r} is unknown to this edgelm; upgrade edgelm")
+        # max_length bounds the preallocated cache of "shared" packages (default: the context length)
+        self.decoder = DECODERS[mode](self.session, self.manifest, max_length)
 
     # -- configuration -------------------------------------------------------------------------
     def sampling(self, **overrides) -> SamplingConfig:
@@ -114,11 +120,12 @@ class Model:
 
 def load(package: str | Path, ep: str = "cpu", threads: int | None = None, verify: bool = False,
          strict: bool = False, provider_options: dict[str, str] | None = None,
-         context_cache: str | Path | None = None) -> Model:
+         context_cache: str | Path | None = None, max_length: int | None = None) -> Model:
     """Load an edgelm package on execution provider `ep` ("cpu", "qnn", "openvino", "dml", ..., or "auto").
 
     `strict` turns any node left to the CPU into ProviderFallback (naming the nodes) instead of a warning.
     `context_cache` is a folder where providers with compiled EP-context models (QNN) keep them.
+    `max_length` caps the tokens (prompt + generated) a preallocated KV cache holds.
     """
     return Model(package, ep=ep, threads=threads, verify=verify, strict=strict,
-                 provider_options=provider_options, context_cache=context_cache)
+                 provider_options=provider_options, context_cache=context_cache, max_length=max_length)

@@ -26,13 +26,13 @@ class Builds:
             self.cache[key] = build_synthetic(preset, self.base / f"{preset}-hf", seed=0)
         return self.cache[key]
 
-    def package(self, preset: str, quant: str) -> Path:
-        key = ("pkg", preset, quant)
+    def package(self, preset: str, quant: str, backend: str = "auto") -> Path:
+        key = ("pkg", preset, quant, backend)
         if key not in self.cache:
             from edgelm.export import ExportConfig, export_model
 
-            out = self.base / f"{preset}-{quant}"
-            export_model(self.source(preset), out, ExportConfig(quant=quant, progress=False))
+            out = self.base / f"{preset}-{quant}-{backend}"
+            export_model(self.source(preset), out, ExportConfig(quant=quant, backend=backend, progress=False))
             self.cache[key] = out
         return self.cache[key]
 

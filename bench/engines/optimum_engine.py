@@ -24,7 +24,8 @@ class OptimumEngine(Engine):
 
         manifest = Manifest.load(target)
         if manifest.source.get("backend") != "optimum":
-            raise EngineUnavailable("optimum peer runs optimum-made graphs only")
+            raise EngineUnavailable(f"{target} was made by the {manifest.source.get('backend')} builder; give the "
+                                    "optimum peer an optimum-made package (--optimum-package DIR)")
         if not (Path(target) / "config.json").is_file():
             raise EngineUnavailable(f"{target} has no config.json (made by an older edgelm): re-export it")
         opts = ort.SessionOptions()

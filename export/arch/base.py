@@ -45,6 +45,25 @@ class ArchSpec:
 
     model_type: ClassVar[str] = ""
     optimum_task: ClassVar[str] = "text-generation-with-past"
+    native: ClassVar[bool] = True  # the native builder knows this layout
+    # HF tensor names by role (data, per architecture); {i} is the layer. Biases are used where present.
+    tensor_names: ClassVar[dict[str, str]] = {
+        "embed": "model.embed_tokens.weight",
+        "final_norm": "model.norm.weight",
+        "lm_head": "lm_head.weight",
+        "input_norm": "model.layers.{i}.input_layernorm.weight",
+        "post_norm": "model.layers.{i}.post_attention_layernorm.weight",
+        "q": "model.layers.{i}.self_attn.q_proj.weight",
+        "k": "model.layers.{i}.self_attn.k_proj.weight",
+        "v": "model.layers.{i}.self_attn.v_proj.weight",
+        "q_bias": "model.layers.{i}.self_attn.q_proj.bias",
+        "k_bias": "model.layers.{i}.self_attn.k_proj.bias",
+        "v_bias": "model.layers.{i}.self_attn.v_proj.bias",
+        "o": "model.layers.{i}.self_attn.o_proj.weight",
+        "gate": "model.layers.{i}.mlp.gate_proj.weight",
+        "up": "model.layers.{i}.mlp.up_proj.weight",
+        "down": "model.layers.{i}.mlp.down_proj.weight",
+    }
     config_keys: ClassVar[dict[str, str]] = {
         "num_layers": "num_hidden_layers",
         "num_heads": "num_attention_heads",
@@ -84,6 +103,34 @@ class ArchSpec:
     @property
     def vocab_size(self) -> int:
         return int(self._get("vocab_size"))
+
+    @property
+    def intermediate_size(self) -> int:
+        return int(self.config["intermediate_size"])
+
+    @property
+    def rms_norm_eps(self) -> float:
+        return float(self.config.get("rms_norm_eps", 1e-6))
+
+    @property
+    def rope_theta(self) -> float:
+        return float(self.config.get("rope_theta", 10000.0))
+
+    @property
+    def rope_scaling(self) -> dict | None:
+        return self.config.get("rope_scaling")
+
+    @property
+    def tied_embeddings(self) -> bool:
+        return bool(self.config.get("tie_word_embeddings", False))
+
+    @property
+    def sliding_window(self) -> int | None:
+        """Attention window, or None for full attention."""
+        return None
+
+    def tensor(self, role: str, layer: int | None = None) -> str:
+        return self.tensor_names[role].format(i=layer)
 
     def kv_cache(self, dtype: str = "float32") -> KVCache:
         return KVCache(self.num_layers, self.num_kv_heads, self.head_dim, dtype)

@@ -6,3 +6,7 @@ from edgelm.export.arch.base import ArchSpec, register
 @register("MistralForCausalLM")
 class Mistral(ArchSpec):
     model_type = "mistral"
+
+    @property
+    def sliding_window(self) -> int | None:
+        return self.config.get("sliding_window")

@@ -6,3 +6,7 @@ from edgelm.export.arch.base import ArchSpec, register
 @register("Qwen2ForCausalLM")
 class Qwen2(ArchSpec):
     model_type = "qwen2"
+
+    @property
+    def sliding_window(self) -> int | None:
+        return self.config.get("sliding_window") if self.config.get("use_sliding_window") else None

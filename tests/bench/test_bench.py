@@ -93,9 +93,10 @@ def test_cli_compare_exit_code(sweep, tmp_path):
 
 
 def test_peers_run_beside_edgelm_interleaved(builds):
-    package = builds.package("tiny-llama", "int4")
+    package = builds.package("tiny-llama", "int4")  # native
+    optimum_made = builds.package("tiny-llama", "int4", "optimum")
     result = run_bench([package], BenchConfig(prompt_tokens=(8,), threads=(1,), **SMALL),
-                       peers={"optimum": None, "torch": str(builds.hf("tiny-llama"))})
+                       peers={"optimum": str(optimum_made), "torch": str(builds.hf("tiny-llama"))})
     engines = {r.engine: r for r in result.rows}
     assert not result.notes and set(engines) == {"edgelm", "optimum", "torch"}
     assert engines["optimum"].quant == "int4" and engines["torch"].quant == "fp32"

@@ -22,7 +22,8 @@ def _ops(package) -> dict[str, int]:
 
 @pytest.mark.parametrize("quant,bits", [("int4", 4), ("int8", 8)])
 def test_weight_only_packages_use_matmulnbits_for_every_linear(builds, quant, bits):
-    package = builds.package("tiny-qwen2", quant)
+    """The optimum path: onnxruntime's quantizer (the native graph is checked in test_native.py)."""
+    package = builds.package("tiny-qwen2", quant, "optimum")
     ops = _ops(package)
     # 2 layers x (q, k, v, o, gate, up, down) + the untied lm_head
     assert ops.get("MatMulNBits") == 2 * 7 + 1
@@ -33,7 +34,7 @@ def test_weight_only_packages_use_matmulnbits_for_every_linear(builds, quant, bi
 
 
 def test_fp16_package_keeps_fp32_io(builds):
-    package = builds.package("tiny-qwen2", "fp16")
+    package = builds.package("tiny-qwen2", "fp16", "optimum")
     graph = onnx.load(str(package / "model.onnx"), load_external_data=False).graph
     float_io = [v for v in list(graph.input) + list(graph.output) if v.name != "input_ids" and "mask" not in v.name
                 and "position" not in v.name]
@@ -102,8 +103,12 @@ def test_failure_midway_leaves_nothing_and_keeps_old_output(tmp_path, builds):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(ExportError, match="nothing was written"):
-        export_model(model, out, ExportConfig(quant="fp32", progress=False, force=True))
+    with pytest.raises(ExportError, match="nothing was written"):  # optimum fails deep inside
+        export_model(model, out, ExportConfig(quant="fp32", backend="optimum", progress=False, force=True))
+    assert (out / "keep.txt").read_text() == "mine"
+    assert not _no_leftovers(tmp_path)
+    with pytest.raises(ModelSourceError, match="no .safetensors"):  # the native reader says it plainly
+        export_model(model, out, ExportConfig(quant="int4", progress=False, force=True))
     assert (out / "keep.txt").read_text() == "mine"
     assert not _no_leftovers(tmp_path)
 

@@ -1,0 +1,6 @@
+"""The native builder: safetensors -> a fused ONNX decoder, written weight by weight (no torch).
+
+Fused ONNX Runtime contrib ops: GroupQueryAttention (rotary inside), MatMulNBits (int4/int8),
+SimplifiedLayerNormalization / SkipSimplifiedLayerNormalization, QuickGelu (SiLU), and an lm_head that
+only computes the positions whose logits are asked for.
+"""

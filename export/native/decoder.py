@@ -1,0 +1,203 @@
+"""Emit a fused decoder for a registered architecture, one layer at a time.
+
+Per layer (Llama family; Qwen2 adds q/k/v biases):
+
+    residual ──┬──────────────────────────────────────┐
+               │                                      │
+    SkipSimplifiedLayerNorm ─> qkv linear ─> GroupQueryAttention(rotary) ─> o linear
+               │                                      │
+               └──── SkipSimplifiedLayerNorm <─────────┘  (adds o to the residual, normalises)
+                          │
+                 gate|up linear ─> Split ─> QuickGelu(gate) * up ─> down linear ─> next layer
+
+A "linear" is MatMulNBits (int4/int8) or MatMul (fp32). lm_head runs only on the last
+`num_logits_to_keep` positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgelm.export.arch import ArchSpec
+from edgelm.export.native.graph import GraphBuilder
+from edgelm.export.native.quant import quantize_blockwise
+from edgelm.export.native.rope import rotary_caches
+from edgelm.export.native.weights import SafetensorsReader
+from edgelm.manifest import GraphIO, WeightStats
+
+NATIVE_IO = GraphIO(
+    input_ids="input_ids",
+    attention_mask="attention_mask",
+    logits="logits",
+    past_key="past_key_values.{layer}.key",
+    past_value="past_key_values.{layer}.value",
+    present_key="present.{layer}.key",
+    present_value="present.{layer}.value",
+    logits_to_keep="num_logits_to_keep",
+)
+MS = "com.microsoft"
+
+
+@dataclass(frozen=True)
+class LinearFormat:
+    """How linears are stored: fp32 MatMul, or MatMulNBits with `bits`."""
+
+    bits: int | None = None
+    block_size: int = 32
+    symmetric: bool = True
+    accuracy_level: int = 4
+
+
+class DecoderBuilder:
+    def __init__(self, arch: ArchSpec, reader: SafetensorsReader, folder: Path, model_file: str, fmt: LinearFormat,
+                 progress=None):
+        self.arch, self.reader, self.fmt, self.progress = arch, reader, fmt, progress
+        self.g = GraphBuilder(folder, model_file)
+
+    # -- building blocks -----------------------------------------------------------------------
+    def linear(self, x: str, weight: np.ndarray, name: str, bias: np.ndarray | None = None) -> str:
+        """x @ weight.T (+ bias); weight is HF's (out, in)."""
+        g, fmt = self.g, self.fmt
+        n, k = weight.shape
+        if fmt.bits is None:
+            w = g.weight(f"{name}.weight", np.ascontiguousarray(weight.T))
+            (y,) = g.node("MatMul", [x, w], [f"{name}/out"], name=f"{name}/MatMul")
+        else:
+            q = quantize_blockwise(weight, fmt.bits, fmt.block_size, fmt.symmetric)
+            inputs = [x, g.weight(f"{name}.qweight", q.codes), g.weight(f"{name}.scales", q.scales)]
+            if q.zero_points is not None:
+                inputs.append(g.weight(f"{name}.zero_points", q.zero_points))
+            (y,) = g.node("MatMulNBits", inputs, [f"{name}/out"], name=f"{name}/MatMulNBits", domain=MS,
+                          K=k, N=n, bits=fmt.bits, block_size=fmt.block_size, accuracy_level=fmt.accuracy_level)
+        if bias is not None:
+            (y,) = self.g.node("Add", [y, self.g.weight(f"{name}.bias", bias)], [f"{name}/biased"], name=f"{name}/Add")
+        return y
+
+    def norm(self, x: str, residual: str | None, weight_role: str, layer: int | None, name: str) -> tuple[str, str]:
+        """RMSNorm of x (+ residual when given); returns (normed, new residual)."""
+        g, eps = self.g, self.arch.rms_norm_eps
+        w = g.weight(f"{name}.weight", self.reader.get(self.arch.tensor(weight_role, layer)))
+        if residual is None:
+            (y,) = g.node("SimplifiedLayerNormalization", [x, w], [f"{name}/out"], name=f"{name}/SimplifiedLayerNorm",
+                          axis=-1, epsilon=eps, stash_type=1)
+            return y, x
+        y, _, _, total = g.node("SkipSimplifiedLayerNormalization", [x, residual, w],
+                                [f"{name}/out", "", "", f"{name}/residual"], name=f"{name}/SkipSimplifiedLayerNorm",
+                                domain=MS, epsilon=eps)
+        return y, total
+
+    def _w(self, role: str, layer: int) -> np.ndarray:
+        return self.reader.get(self.arch.tensor(role, layer))
+
+    def _maybe(self, role: str, layer: int) -> np.ndarray | None:
+        name = self.arch.tensor(role, layer)
+        return self.reader.get(name) if name in self.reader else None
+
+    # -- the model -----------------------------------------------------------------------------
+    def build(self) -> tuple[Path, WeightStats]:
+        from onnx import TensorProto as T
+
+        a, g = self.arch, self.g
+        kv, hd = a.num_kv_heads, a.head_dim
+        ids = g.input("input_ids", T.INT64, ["batch", "sequence"])
+        mask = g.input("attention_mask", T.INT64, ["batch", "total_sequence"])
+        keep = g.input("num_logits_to_keep", T.INT64, [])
+        seqlens, total = self._lengths(mask)
+        table = g.weight("model.embed_tokens.weight", self.reader.get(a.tensor("embed")), gather_only=True)
+        (x,) = g.node("Gather", [table, ids], ["/model/embed_tokens/out"], name="/model/embed_tokens/Gather")
+        cos, sin = rotary_caches(hd, a.context_length, a.rope_theta, a.rope_scaling)
+        cos_name, sin_name = g.weight("rotary.cos_cache", cos), g.weight("rotary.sin_cache", sin)
+        del cos, sin
+
+        residual, down = None, x
+        for i in range(a.num_layers):
+            p = f"/model/layers.{i}"
+            h, residual = self.norm(down, residual, "input_norm", i, f"{p}/input_layernorm")
+            qkv_w = np.concatenate([self._w("q", i), self._w("k", i), self._w("v", i)], axis=0)
+            biases = [self._maybe(r, i) for r in ("q_bias", "k_bias", "v_bias")]
+            qkv_b = np.concatenate(biases) if all(b is not None for b in biases) else None
+            qkv = self.linear(h, qkv_w, f"{p}/attn/qkv_proj", qkv_b)
+            del qkv_w
+            past_k = g.input(f"past_key_values.{i}.key", T.FLOAT, ["batch", kv, "past_sequence", hd])
+            past_v = g.input(f"past_key_values.{i}.value", T.FLOAT, ["batch", kv, "past_sequence", hd])
+            present_k = g.output(f"present.{i}.key", T.FLOAT, ["batch", kv, "total_sequence", hd])
+            present_v = g.output(f"present.{i}.value", T.FLOAT, ["batch", kv, "total_sequence", hd])
+            window = a.sliding_window
+            attn, _, _ = g.node(
+                "GroupQueryAttention", [qkv, "", "", past_k, past_v, seqlens, total, cos_name, sin_name],
+                [f"{p}/attn/out", present_k, present_v], name=f"{p}/attn/GroupQueryAttention", domain=MS,
+                num_heads=a.num_heads, kv_num_heads=kv, do_rotary=1, rotary_interleaved=0,
+                local_window_size=int(window) if window else -1,
+            )
+            o = self.linear(attn, self._w("o", i), f"{p}/attn/o_proj")
+            h, residual = self.norm(o, residual, "post_norm", i, f"{p}/post_attention_layernorm")
+            gate_up = self.linear(h, np.concatenate([self._w("gate", i), self._w("up", i)], axis=0),
+                                  f"{p}/mlp/gate_up_proj")
+            inter = a.intermediate_size
+            split = g.constant(f"{p}/mlp/split_sizes", np.array([inter, inter], dtype=np.int64))
+            gate, up = g.node("Split", [gate_up, split], [f"{p}/mlp/gate", f"{p}/mlp/up"], name=f"{p}/mlp/Split",
+                              axis=-1)
+            (act,) = g.node("QuickGelu", [gate], [f"{p}/mlp/act"], name=f"{p}/mlp/act/QuickGelu", domain=MS,
+                            alpha=1.0)  # x * sigmoid(x) = SiLU
+            (prod,) = g.node("Mul", [act, up], [f"{p}/mlp/prod"], name=f"{p}/mlp/Mul")
+            down = self.linear(prod, self._w("down", i), f"{p}/mlp/down_proj")
+            if self.progress is not None:
+                self.progress.update(1)
+
+        normed, _ = self.norm(down, residual, "final_norm", None, "/model/norm")
+        last = self._last_positions(normed, keep)
+        tied = a.tied_embeddings or a.tensor("lm_head") not in self.reader
+        head = self.reader.get(a.tensor("embed" if tied else "lm_head"))  # read again: not held through the layers
+        logits = self.linear(last, head, "/lm_head")
+        del head
+        g.node("Identity", [logits], [g.output("logits", T.FLOAT, ["batch", "kept_sequence", a.vocab_size])],
+               name="/lm_head/Identity")
+        path = g.save()
+        return path, WeightStats(total=g.total_bytes, per_token=g.total_bytes - g.gather_only_bytes)
+
+    def _lengths(self, mask: str) -> tuple[str, str]:
+        """seqlens_k (batch,) int32 = tokens seen - 1, and total_sequence_length, an int32 scalar."""
+        g = self.g
+        axis = g.constant("/model/attn_mask/axis1", np.array([1], dtype=np.int64))
+        (summed,) = g.node("ReduceSum", [mask, axis], ["/model/attn_mask/sum"], name="/model/attn_mask/ReduceSum",
+                           keepdims=0)
+        one = g.constant("/model/attn_mask/one", np.array(1, dtype=np.int64))
+        (minus,) = g.node("Sub", [summed, one], ["/model/attn_mask/sub"], name="/model/attn_mask/Sub")
+        (seqlens,) = g.node("Cast", [minus], ["/model/attn_mask/seqlens_k"], name="/model/attn_mask/Cast", to=6)
+        (shape,) = g.node("Shape", [mask], ["/model/attn_mask/shape"], name="/model/attn_mask/Shape", start=1, end=2)
+        (squeezed,) = g.node("Squeeze", [shape], ["/model/attn_mask/total_i64"], name="/model/attn_mask/Squeeze")
+        (total,) = g.node("Cast", [squeezed], ["/model/attn_mask/total"], name="/model/attn_mask/CastTotal", to=6)
+        return seqlens, total
+
+    def _last_positions(self, x: str, keep: str) -> str:
+        """x[:, -keep:, :]: only the positions whose logits the caller reads go through lm_head."""
+        g = self.g
+        (neg,) = g.node("Neg", [keep], ["/lm_head/neg_keep"], name="/lm_head/Neg")
+        zero = g.constant("/lm_head/zero", np.array([0], dtype=np.int64))
+        (start,) = g.node("Unsqueeze", [neg, zero], ["/lm_head/start"], name="/lm_head/Unsqueeze")
+        end = g.constant("/lm_head/end", np.array([np.iinfo(np.int64).max], dtype=np.int64))
+        axis = g.constant("/lm_head/axis", np.array([1], dtype=np.int64))
+        (out,) = g.node("Slice", [x, start, end, axis], ["/lm_head/last"], name="/lm_head/Slice")
+        return out
+
+
+def export_native(source, workdir: Path, bits: int | None, quant_config, progress: bool = True):
+    """Build the fused decoder into `workdir/model.onnx` (+ .data); return (path, io, weight stats)."""
+    fmt = LinearFormat(bits, quant_config.block_size, quant_config.symmetric, quant_config.accuracy_level)
+    reader = SafetensorsReader(source.path)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=source.arch.num_layers, desc="layers", unit="layer", leave=False)
+    builder = DecoderBuilder(source.arch, reader, workdir, "model.onnx", fmt, bar)
+    try:
+        path, stats = builder.build()
+    finally:
+        builder.g.close()
+        if bar is not None:
+            bar.close()
+    return path, NATIVE_IO, stats

@@ -1,0 +1,93 @@
+"""Block-wise weight quantization into MatMulNBits' layout (numpy, one weight at a time).
+
+For a linear layer with HF weight W of shape (N, K) (out, in), MatMulNBits takes
+  B       uint8 (N, k_blocks, block_size * bits / 8)   codes, two 4-bit codes a byte (low nibble first)
+  scales  float (N * k_blocks)
+  zero_points (asymmetric only) uint8, packed like B, one per block
+and computes A @ dequant(B)^T, dequant = (code - zero_point) * scale, zero_point = 2^(bits-1) if absent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Quantized:
+    codes: np.ndarray  # uint8 (N, k_blocks, blob)
+    scales: np.ndarray  # float32 (N * k_blocks,)
+    zero_points: np.ndarray | None  # uint8 packed, asymmetric only
+    n: int
+    k: int
+
+
+ROWS_PER_CHUNK = 4096  # bounds the float temporaries to a few rows of the weight at a time
+
+
+def quantize_blockwise(weight: np.ndarray, bits: int, block_size: int, symmetric: bool) -> Quantized:
+    """RTN quantization of `weight` (N, K) in blocks of `block_size` along K, a chunk of rows at a time."""
+    n, k = weight.shape
+    parts = [_quantize_rows(weight[i : i + ROWS_PER_CHUNK], bits, block_size, symmetric)
+             for i in range(0, n, ROWS_PER_CHUNK)]
+    zps = [p.zero_points for p in parts]
+    return Quantized(
+        np.concatenate([p.codes for p in parts]),
+        np.concatenate([p.scales for p in parts]),
+        None if zps[0] is None else np.concatenate(zps),
+        n,
+        k,
+    )
+
+
+def _quantize_rows(weight: np.ndarray, bits: int, block_size: int, symmetric: bool) -> Quantized:
+    n, k = weight.shape
+    k_blocks = -(-k // block_size)
+    padded = np.zeros((n, k_blocks * block_size), dtype=np.float32)
+    padded[:, :k] = weight
+    blocks = padded.reshape(n, k_blocks, block_size)  # (N, k_blocks, block)
+    qmax = (1 << bits) - 1
+    if symmetric:
+        zero = 1 << (bits - 1)
+        # The value of largest magnitude maps exactly to code 0 (-zero): the whole signed range is used.
+        idx = np.abs(blocks).argmax(axis=-1)[..., None]
+        scale = np.take_along_axis(blocks, idx, axis=-1) / -zero
+        scale[scale == 0] = 1.0
+        codes = np.clip(np.rint(blocks / scale) + zero, 0, qmax).astype(np.uint8)
+        zero_points = None
+    else:
+        lo = np.minimum(blocks.min(axis=-1, keepdims=True), 0.0)
+        hi = np.maximum(blocks.max(axis=-1, keepdims=True), 0.0)
+        scale = (hi - lo) / qmax
+        scale[scale == 0] = 1.0
+        zp = np.clip(np.rint(-lo / scale), 0, qmax).astype(np.uint8)
+        codes = np.clip(np.rint(blocks / scale) + zp, 0, qmax).astype(np.uint8)
+        zero_points = _pack(zp.reshape(n, k_blocks), bits).reshape(-1)
+    return Quantized(_pack(codes, bits), scale.astype(np.float32).reshape(-1), zero_points, n, k)
+
+
+def _pack(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Pack the last axis: 8-bit codes as they are, 4-bit codes two a byte, low nibble first."""
+    if bits == 8:
+        return codes
+    if codes.shape[-1] % 2:
+        codes = np.concatenate([codes, np.zeros(codes.shape[:-1] + (1,), np.uint8)], axis=-1)
+    return (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
+
+
+def dequantize(q: Quantized, bits: int, block_size: int) -> np.ndarray:
+    """The (N, K) float weight that `q` stands for (for tests)."""
+    codes = q.codes
+    if bits == 4:
+        codes = np.stack([codes & 0x0F, codes >> 4], axis=-1).reshape(codes.shape[0], codes.shape[1], -1)
+    k_blocks = codes.shape[1]
+    if q.zero_points is None:
+        zp = np.full((q.n, k_blocks, 1), 1 << (bits - 1), np.float32)
+    else:
+        z = q.zero_points.reshape(q.n, -1)
+        if bits == 4:
+            z = np.stack([z & 0x0F, z >> 4], axis=-1).reshape(q.n, -1)
+        zp = z[:, :k_blocks, None].astype(np.float32)
+    w = (codes[..., :block_size].astype(np.float32) - zp) * q.scales.reshape(q.n, k_blocks, 1)
+    return w.reshape(q.n, -1)[:, : q.k]

@@ -1,0 +1,55 @@
+"""Read safetensors lazily, one tensor at a time, without torch (bf16/fp16/fp32 -> float32 numpy)."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from edgelm.errors import ModelSourceError
+
+_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64}
+
+
+class SafetensorsReader:
+    """Tensor name -> (file, dtype, shape, byte range); arrays are read from a memory map on demand."""
+
+    def __init__(self, folder: Path):
+        index = folder / "model.safetensors.index.json"
+        if index.is_file():
+            files = sorted({folder / f for f in json.loads(index.read_text())["weight_map"].values()})
+        else:
+            files = sorted(folder.glob("*.safetensors"))
+        if not files:
+            raise ModelSourceError(f"{folder} has no .safetensors weights; save the model with safe_serialization")
+        self.entries: dict[str, tuple[Path, str, list[int], int, int]] = {}
+        for path in files:
+            with open(path, "rb") as f:
+                (size,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(size))
+            for name, meta in header.items():
+                if name == "__metadata__":
+                    continue
+                start, end = meta["data_offsets"]
+                self.entries[name] = (path, meta["dtype"], meta["shape"], 8 + size + start, end - start)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.entries
+
+    def get(self, name: str) -> np.ndarray:
+        """The tensor as float32 (a fresh array; the file stays mapped only while it is read)."""
+        if name not in self.entries:
+            raise ModelSourceError(f"weight {name} is missing from the safetensors files")
+        path, dtype, shape, offset, length = self.entries[name]
+        if dtype not in _DTYPES:
+            raise ModelSourceError(f"weight {name} has dtype {dtype}; the native builder reads F32, F16, BF16")
+        raw = np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=(length,))
+        data = raw.view(_DTYPES[dtype]).reshape(shape)
+        if dtype == "BF16":  # bfloat16 is the top half of a float32
+            out = (data.astype(np.uint32) << 16).view(np.float32)
+        else:
+            out = data.astype(np.float32)
+        del raw, data
+        return out

@@ -1,0 +1,73 @@
+"""The native builder's parts: MatMulNBits packing checked against onnxruntime's kernel, the torch-free
+safetensors reader, the fused graph it emits, and the backend choice."""
+
+import numpy as np
+import onnx
+import pytest
+
+from edgelm.errors import ExportError
+from edgelm.export import ExportConfig, export_model
+from edgelm.export.native.quant import dequantize, quantize_blockwise
+from edgelm.export.native.weights import SafetensorsReader
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_matmulnbits_layout_matches_onnxruntime(bits, symmetric):
+    """onnxruntime's MatMulNBits on our packed codes equals x @ dequantize(codes).T in numpy."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    n, k, block = 24, 80, 32  # K not a multiple of the block: padding is exercised
+    weight = rng.standard_normal((n, k)).astype(np.float32)
+    q = quantize_blockwise(weight, bits, block, symmetric)
+    inits = [numpy_helper.from_array(q.codes, "B"), numpy_helper.from_array(q.scales, "scales")]
+    inputs = ["x", "B", "scales"]
+    if q.zero_points is not None:
+        inits.append(numpy_helper.from_array(q.zero_points, "zp"))
+        inputs.append("zp")
+    node = helper.make_node("MatMulNBits", inputs, ["y"], domain="com.microsoft", K=k, N=n, bits=bits,
+                            block_size=block, accuracy_level=0)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, n])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
+    x = rng.standard_normal((3, k)).astype(np.float32)
+    got = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    deq = dequantize(q, bits, block)
+    assert np.abs(got - x @ deq.T).max() < 1e-3
+    # and the quantization itself is close: relative error of the weights
+    bound = {4: 0.12, 8: 0.01}[bits]
+    assert np.abs(deq - weight).mean() / np.abs(weight).mean() < bound
+
+
+def test_safetensors_reader_matches_torch_for_bf16_and_fp16(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    tensors = {"a": torch.randn(4, 6, dtype=torch.bfloat16), "b": torch.randn(3, dtype=torch.float16),
+               "c": torch.randn(2, 2)}
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    reader = SafetensorsReader(tmp_path)
+    for name, t in tensors.items():
+        assert np.array_equal(reader.get(name), t.float().numpy())
+
+
+def test_native_graph_is_fused(builds):
+    package = builds.package("tiny-qwen2", "int4", "native")
+    ops = {}
+    for node in onnx.load(str(package / "model.onnx"), load_external_data=False).graph.node:
+        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    assert ops["GroupQueryAttention"] == 2 and ops["MatMulNBits"] == 2 * 4 + 1  # qkv, o, gate_up, down; lm_head
+    assert ops["SkipSimplifiedLayerNormalization"] == 4 and ops["SimplifiedLayerNormalization"] == 1
+    assert sum(ops.values()) < 60  # vs ~300 nodes from the optimum path for the same model
+    assert "Where" not in ops and "Range" not in ops
+
+
+def test_backend_choice(builds, tmp_path):
+    hf = builds.hf("tiny-llama")
+    fp16 = export_model(hf, tmp_path / "fp16", ExportConfig(quant="fp16", progress=False))
+    assert fp16.source["backend"] == "optimum"  # auto falls back where native cannot
+    with pytest.raises(ExportError, match="native builder does not support fp16"):
+        export_model(hf, tmp_path / "x", ExportConfig(quant="fp16", backend="native", progress=False))
+    assert not (tmp_path / "x").exists()
