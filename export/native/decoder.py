@@ -66,15 +66,45 @@ class DecoderBuilder:
             w = g.weight(f"{name}.weight", np.ascontiguousarray(weight.T))
             (y,) = g.node("MatMul", [x, w], [f"{name}/out"], name=f"{name}/MatMul")
         else:
-            q = quantize_blockwise(weight, fmt.bits, fmt.block_size, fmt.symmetric)
-            inputs = [x, g.weight(f"{name}.qweight", q.codes), g.weight(f"{name}.scales", q.scales)]
-            if q.zero_points is not None:
-                inputs.append(g.weight(f"{name}.zero_points", q.zero_points))
-            (y,) = g.node("MatMulNBits", inputs, [f"{name}/out"], name=f"{name}/MatMulNBits", domain=MS,
-                          K=k, N=n, bits=fmt.bits, block_size=fmt.block_size, accuracy_level=fmt.accuracy_level)
+            y = self._matmul_nbits(x, self._store(quantize_blockwise(weight, fmt.bits, fmt.block_size, fmt.symmetric),
+                                                  name), name)
         if bias is not None:
             (y,) = self.g.node("Add", [y, self.g.weight(f"{name}.bias", bias)], [f"{name}/biased"], name=f"{name}/Add")
         return y
+
+    def _store(self, q, name: str, gather_only: bool = False) -> tuple:
+        """Write a quantized weight's codes, scales (and zero points); return (names, N, K)."""
+        g = self.g
+        names = [g.weight(f"{name}.qweight", q.codes, gather_only), g.weight(f"{name}.scales", q.scales, gather_only)]
+        if q.zero_points is not None:
+            names.append(g.weight(f"{name}.zero_points", q.zero_points, gather_only))
+        return names, q.n, q.k
+
+    def _matmul_nbits(self, x: str, stored: tuple, name: str) -> str:
+        names, n, k = stored
+        fmt = self.fmt
+        (y,) = self.g.node("MatMulNBits", [x, *names], [f"{name}/out"], name=f"{name}/MatMulNBits", domain=MS,
+                           K=k, N=n, bits=fmt.bits, block_size=fmt.block_size, accuracy_level=fmt.accuracy_level)
+        return y
+
+    def embedding(self, ids: str, tied: bool) -> tuple[str, tuple | None]:
+        """Token embeddings: GatherBlockQuantized over block-quantized rows when the linears are quantized
+        (the same codes then serve a tied lm_head), else a float Gather. Returns (x, shared lm_head)."""
+        g, fmt, a = self.g, self.fmt, self.arch
+        table = self.reader.get(a.tensor("embed"))  # (vocab, hidden)
+        name = "/model/embed_tokens"
+        if fmt.bits is None or table.shape[1] % fmt.block_size:
+            w = g.weight("model.embed_tokens.weight", table, gather_only=True)
+            (x,) = g.node("Gather", [w, ids], [f"{name}/out"], name=f"{name}/Gather")
+            return x, None
+        q = quantize_blockwise(table, fmt.bits, fmt.block_size, fmt.symmetric)
+        stored = self._store(q, name, gather_only=not tied)  # tied: lm_head streams the whole table per token
+        rows = g.constant(f"{name}/rows_shape", np.array([q.n, -1], dtype=np.int64))
+        inputs = [g.node("Reshape", [n, rows], [f"{n}/2d"], name=f"{n}/Reshape")[0] for n in stored[0]]
+        inputs.insert(1, ids)
+        (x,) = g.node("GatherBlockQuantized", inputs, [f"{name}/out"], name=f"{name}/GatherBlockQuantized",
+                      domain=MS, gather_axis=0, quantize_axis=1, block_size=fmt.block_size, bits=fmt.bits)
+        return x, stored if tied else None
 
     def norm(self, x: str, residual: str | None, weight_role: str, layer: int | None, name: str) -> tuple[str, str]:
         """RMSNorm of x (+ residual when given); returns (normed, new residual)."""
@@ -106,8 +136,8 @@ class DecoderBuilder:
         mask = g.input("attention_mask", T.INT64, ["batch", "total_sequence"])
         keep = g.input("num_logits_to_keep", T.INT64, [])
         seqlens, total = self._lengths(mask)
-        table = g.weight("model.embed_tokens.weight", self.reader.get(a.tensor("embed")), gather_only=True)
-        (x,) = g.node("Gather", [table, ids], ["/model/embed_tokens/out"], name="/model/embed_tokens/Gather")
+        tied = a.tied_embeddings or a.tensor("lm_head") not in self.reader
+        x, shared_head = self.embedding(ids, tied)
         cos, sin = rotary_caches(hd, a.context_length, a.rope_theta, a.rope_scaling)
         cos_name, sin_name = g.weight("rotary.cos_cache", cos), g.weight("rotary.sin_cache", sin)
         del cos, sin
@@ -149,10 +179,12 @@ class DecoderBuilder:
 
         normed, _ = self.norm(down, residual, "final_norm", None, "/model/norm")
         last = self._last_positions(normed, keep)
-        tied = a.tied_embeddings or a.tensor("lm_head") not in self.reader
-        head = self.reader.get(a.tensor("embed" if tied else "lm_head"))  # read again: not held through the layers
-        logits = self.linear(last, head, "/lm_head")
-        del head
+        if shared_head is not None:  # tied and quantized: lm_head reads the embedding's own codes
+            logits = self._matmul_nbits(last, shared_head, "/lm_head")
+        else:
+            head = self.reader.get(a.tensor("embed" if tied else "lm_head"))  # read again, not held meanwhile
+            logits = self.linear(last, head, "/lm_head")
+            del head
         g.node("Identity", [logits], [g.output("logits", T.FLOAT, ["batch", "kept_sequence", a.vocab_size])],
                name="/lm_head/Identity")
         path = g.save()

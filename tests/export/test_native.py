@@ -59,9 +59,18 @@ def test_native_graph_is_fused(builds):
     for node in onnx.load(str(package / "model.onnx"), load_external_data=False).graph.node:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
     assert ops["GroupQueryAttention"] == 2 and ops["MatMulNBits"] == 2 * 4 + 1  # qkv, o, gate_up, down; lm_head
+    assert ops["GatherBlockQuantized"] == 1 and "Gather" not in ops  # the embedding table is int4 too
     assert ops["SkipSimplifiedLayerNormalization"] == 4 and ops["SimplifiedLayerNormalization"] == 1
     assert sum(ops.values()) < 60  # vs ~300 nodes from the optimum path for the same model
     assert "Where" not in ops and "Range" not in ops
+
+
+def test_tied_lm_head_shares_the_quantized_embedding(builds):
+    """tiny-llama ties lm_head to the embedding: one copy of the codes serves both."""
+    graph = onnx.load(str(builds.package("tiny-llama", "int4", "native") / "model.onnx"), load_external_data=False).graph
+    head = next(n for n in graph.node if n.op_type == "MatMulNBits" and n.name.startswith("/lm_head"))
+    assert head.input[1] == "/model/embed_tokens.qweight"
+    assert not any(t.name.startswith("/lm_head") and t.name.endswith("qweight") for t in graph.initializer)
 
 
 def test_backend_choice(builds, tmp_path):

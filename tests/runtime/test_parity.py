@@ -5,8 +5,10 @@ fp32 must match: prefill logits within 1e-3 and 32 identical greedy tokens. The 
 compared by teacher-forced top-1 agreement over the 32 reference continuation positions (each position
 sees the same prefix, so one early flip does not poison the rest). Measured on this machine with the
 fixed seeds (tiny-qwen2 / tiny-llama / tiny-mistral), optimum path: fp16 1.00 / 1.00 / 0.97,
-int8 0.91 / 0.97 / 0.91, int4 0.47 / 0.34 / 0.41; native builder: int8 0.91 / 0.94 / 0.91,
-int4 0.47 / 0.31 / 0.41 (its own RTN quantizer; fp16 is optimum-only). The wide random init (std 0.25) makes these models far more sensitive to weight
+int8 0.91 / 0.97 / 0.91, int4 0.47 / 0.34 / 0.41; native builder, which also block-quantizes the
+embedding table (GatherBlockQuantized): int8 0.81 / 0.97 / 0.88, int4 0.34 / 0.16 / 0.31 (fp16 is
+optimum-only). Chance agreement is 1/512. On the trained SmolLM2 the same native int4 costs far less
+(test_smollm2.py). The wide random init (std 0.25) makes these models far more sensitive to weight
 rounding than trained ones; SmolLM2's figures are in test_smollm2.py. The bounds below sit a little under
 the measurements so a real regression fails while the seeds stay fixed.
 """
@@ -23,7 +25,10 @@ from tests.conftest import run_cli
 
 PROMPT = "The capital of France is Paris, a city on the river"
 PRESETS = ("tiny-qwen2", "tiny-llama", "tiny-mistral")
-MIN_TOP1 = {"fp16": 0.90, "int8": 0.85, "int4": 0.25}
+MIN_TOP1 = {
+    ("fp16", "optimum"): 0.90, ("int8", "optimum"): 0.85, ("int4", "optimum"): 0.25,
+    ("int8", "native"): 0.75, ("int4", "native"): 0.12,
+}
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +103,6 @@ def test_quantized_top1_agreement(builds, reference, preset, quant, backend):
     logits = model.decoder.forward(prompt + greedy, last_only=False)
     span = slice(len(prompt) - 1, len(prompt) - 1 + len(greedy))
     agreement = float((logits[span].argmax(-1) == ref_logits[span].argmax(-1)).mean())
-    assert agreement >= MIN_TOP1[quant], f"{preset} {quant}: top-1 agreement {agreement:.3f}"
+    assert agreement >= MIN_TOP1[quant, backend], f"{preset} {quant} {backend}: top-1 agreement {agreement:.3f}"
     # Every quantized package still generates 32 tokens through the same API.
     assert len(list(model.stream_ids(prompt, max_new_tokens=32, ignore_eos=True))) == 32
