@@ -40,10 +40,12 @@ class Decoder:
         total = self.length + n
         if total > self.context_length:
             raise GenerationError(
-                f"sequence of {total} tokens exceeds the context length {self.context_length}; "
-                "shorten the prompt or lower --max-new-tokens"
+                f"sequence of {total} tokens exceeds the context length {self.context_length}"
+                f"{self._limit_hint}; shorten the prompt or lower --max-new-tokens"
             )
         return total
+
+    _limit_hint = ""
 
     def _extra_feeds(self, n: int, total: int, last_only: bool) -> dict:
         io = self.manifest.io
@@ -69,17 +71,22 @@ class Decoder:
         return logits[0, -1] if last_only else logits[0]
 
 
+DEFAULT_CAPACITY = 8192  # tokens a preallocated cache holds unless the caller asks for more (max_length)
+
+
 class SharedBufferDecoder(Decoder):
     """The "shared" mode: preallocated KV buffers, IO binding, in-place cache updates."""
 
     def __init__(self, session, manifest: Manifest, capacity: int | None = None):
         kv = manifest.kv_cache
-        self.capacity = min(capacity or manifest.context_length, manifest.context_length)
+        self.capacity = min(capacity or DEFAULT_CAPACITY, manifest.context_length)
         shape = (1, kv.num_kv_heads, self.capacity, kv.head_dim)  # (batch, kv_heads, capacity, head_dim)
         self._buffers = [np.zeros(shape, dtype=np.dtype(kv.dtype)) for _ in range(2 * kv.num_layers)]
         self._mask = np.zeros((1, self.capacity), dtype=np.int64)  # ones up to the current length
         super().__init__(session, manifest)
         self.context_length = self.capacity
+        if self.capacity < manifest.context_length:
+            self._limit_hint = f" (the preallocated cache; load with max_length up to {manifest.context_length})"
         self._binding = session.io_binding()
         self._binding.bind_output(manifest.io.logits, "cpu")  # bound first: get_outputs()[0]; ORT sizes it
         for past, present, buf in zip(self._past_names, self._present_names, self._buffers):
