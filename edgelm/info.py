@@ -16,7 +16,7 @@ def describe_environment() -> str:
     import onnxruntime as ort
 
     from edgelm.errors import ProviderUnavailable
-    from edgelm.runtime.providers import _probe, all_specs, device_kind
+    from edgelm.runtime.providers import probe, all_specs, device_kind
 
     lines = [
         f"edgelm {__version__}, onnxruntime {ort.__version__}, python {platform.python_version()}",
@@ -25,7 +25,7 @@ def describe_environment() -> str:
     ]
     for name, spec in all_specs().items():
         try:
-            found = _probe(spec)
+            found = probe(spec)
         except ProviderUnavailable as exc:
             lines.append(f"  {name:9s} {spec.device:4s} unavailable: {exc}")
             continue

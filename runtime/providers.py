@@ -145,7 +145,7 @@ class Resolved:
     reason: str = ""  # why `auto` chose it
 
 
-def _probe(spec: ProviderSpec) -> Resolved:
+def probe(spec: ProviderSpec) -> Resolved:
     """`spec` ready to use, or ProviderUnavailable saying what is missing for it alone."""
     if spec.is_plugin:
         return Resolved(spec, register_plugin(spec))
@@ -166,7 +166,7 @@ def resolve(name: str) -> Resolved:
             f"available here: {', '.join(available_providers())}"
         )
     try:
-        return _probe(spec)
+        return probe(spec)
     except ProviderUnavailable as exc:
         raise ProviderUnavailable(f"execution provider {exc}; available here: {', '.join(available_providers())}") from None
 
@@ -176,7 +176,7 @@ def available_providers() -> list[str]:
     out = []
     for name, spec in all_specs().items():
         try:
-            _probe(spec)
+            probe(spec)
         except ProviderUnavailable:
             continue
         out.append(name)
@@ -189,7 +189,7 @@ def choose_auto(quant_mode: str) -> Resolved:
     machine = platform.machine()
     for name, spec in all_specs().items():
         try:
-            found = _probe(spec)
+            found = probe(spec)
         except ProviderUnavailable:
             skipped.append(f"{name}: not available here")
             continue

@@ -54,7 +54,11 @@ class Engine:
         raise NotImplementedError
 
     def prefill(self, ids: np.ndarray) -> int:
-        raise NotImplementedError
+        return self._run(ids)
 
     def step(self, token: int) -> int:
+        return self._run([token])
+
+    def _run(self, ids) -> int:
+        """Feed `ids` after the cached ones; the argmax of the last position's logits."""
         raise NotImplementedError

@@ -38,8 +38,5 @@ class EdgeLMEngine(Engine):
     def reset(self) -> None:
         self.decoder.reset()
 
-    def prefill(self, ids: np.ndarray) -> int:
+    def _run(self, ids) -> int:
         return int(np.argmax(self.decoder.forward(ids)))
-
-    def step(self, token: int) -> int:
-        return int(np.argmax(self.decoder.forward([token])))

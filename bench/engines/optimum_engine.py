@@ -53,9 +53,3 @@ class OptimumEngine(Engine):
         out = self.model(input_ids=ids, attention_mask=mask, past_key_values=self.past, use_cache=True)
         self.past, self.length = out.past_key_values, total
         return int(out.logits[0, -1].argmax())
-
-    def prefill(self, ids: np.ndarray) -> int:
-        return self._run(ids)
-
-    def step(self, token: int) -> int:
-        return self._run([token])

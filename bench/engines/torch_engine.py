@@ -36,9 +36,3 @@ class TorchEngine(Engine):
             out = self.model(input_ids=ids, past_key_values=self.past, use_cache=True)
         self.past = out.past_key_values
         return int(out.logits[0, -1].argmax())
-
-    def prefill(self, ids: np.ndarray) -> int:
-        return self._run(ids)
-
-    def step(self, token: int) -> int:
-        return self._run([token])
