@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
 from edgelm.bench.engines.base import Engine, EngineUnavailable, register
+from edgelm.runtime.decoder import DEFAULT_CAPACITY
 
 
 @register("genai")
@@ -23,25 +25,27 @@ class GenaiEngine(Engine):
         config.clear_providers()
         if ep != "cpu":
             config.append_provider(ep)
+        if threads:  # the same intra-op thread count as the other engines
+            config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
         self.og = og
         self.model = og.Model(config)
-        self.threads = threads
+        self.context = int(json.loads((Path(target) / "genai_config.json").read_text())["model"]["context_length"])
         self.generator = None
 
     def vocab_size(self) -> int:
-        import json
-
         return int(json.loads((Path(self.target) / "genai_config.json").read_text())["model"]["vocab_size"])
 
     def reset(self) -> None:
         params = self.og.GeneratorParams(self.model)
-        params.set_search_options(max_length=4096, do_sample=False)
+        # its KV cache is preallocated to max_length, like edgelm's shared cache (DEFAULT_CAPACITY tokens)
+        params.set_search_options(max_length=min(DEFAULT_CAPACITY, self.context), do_sample=False)
         self.generator = self.og.Generator(self.model, params)
 
     def prefill(self, ids: np.ndarray) -> int:
-        self.generator.append_tokens(np.asarray(ids, dtype=np.int32).reshape(1, -1))
+        self.generator.append_tokens(np.asarray(ids, dtype=np.int32).reshape(1, -1))  # runs the prompt
+        self.generator.generate_next_token()  # picks the first token from the prompt's logits
         return int(self.generator.get_next_tokens()[0])
 
     def step(self, token: int) -> int:
-        self.generator.generate_next_token()
+        self.generator.generate_next_token()  # runs the last token through the model, picks the next
         return int(self.generator.get_next_tokens()[0])

@@ -49,6 +49,7 @@ class LinearFormat:
     block_size: int = 32
     symmetric: bool = True
     accuracy_level: int = 4
+    pack_mlp: bool = True  # gate|up as one MatMulNBits
 
 
 class DecoderBuilder:
@@ -164,12 +165,7 @@ class DecoderBuilder:
             )
             o = self.linear(attn, self._w("o", i), f"{p}/attn/o_proj")
             h, residual = self.norm(o, residual, "post_norm", i, f"{p}/post_attention_layernorm")
-            gate_up = self.linear(h, np.concatenate([self._w("gate", i), self._w("up", i)], axis=0),
-                                  f"{p}/mlp/gate_up_proj")
-            inter = a.intermediate_size
-            split = g.constant(f"{p}/mlp/split_sizes", np.array([inter, inter], dtype=np.int64))
-            gate, up = g.node("Split", [gate_up, split], [f"{p}/mlp/gate", f"{p}/mlp/up"], name=f"{p}/mlp/Split",
-                              axis=-1)
+            gate, up = self.mlp_in(h, i, p)
             (act,) = g.node("QuickGelu", [gate], [f"{p}/mlp/act"], name=f"{p}/mlp/act/QuickGelu", domain=MS,
                             alpha=1.0)  # x * sigmoid(x) = SiLU
             (prod,) = g.node("Mul", [act, up], [f"{p}/mlp/prod"], name=f"{p}/mlp/Mul")
@@ -189,6 +185,17 @@ class DecoderBuilder:
                name="/lm_head/Identity")
         path = g.save()
         return path, WeightStats(total=g.total_bytes, per_token=g.total_bytes - g.gather_only_bytes)
+
+    def mlp_in(self, h: str, i: int, p: str) -> tuple[str, str]:
+        """gate and up projections: one packed linear + Split, or two linears (LinearFormat.pack_mlp)."""
+        if not self.fmt.pack_mlp:
+            return (self.linear(h, self._w("gate", i), f"{p}/mlp/gate_proj"),
+                    self.linear(h, self._w("up", i), f"{p}/mlp/up_proj"))
+        g, inter = self.g, self.arch.intermediate_size
+        gate_up = self.linear(h, np.concatenate([self._w("gate", i), self._w("up", i)], axis=0), f"{p}/mlp/gate_up_proj")
+        split = g.constant(f"{p}/mlp/split_sizes", np.array([inter, inter], dtype=np.int64))
+        gate, up = g.node("Split", [gate_up, split], [f"{p}/mlp/gate", f"{p}/mlp/up"], name=f"{p}/mlp/Split", axis=-1)
+        return gate, up
 
     def _lengths(self, mask: str) -> tuple[str, str]:
         """seqlens_k (batch,) int32 = tokens seen - 1, and total_sequence_length, an int32 scalar."""

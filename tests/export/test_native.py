@@ -80,3 +80,28 @@ def test_backend_choice(builds, tmp_path):
     with pytest.raises(ExportError, match="native builder does not support fp16"):
         export_model(hf, tmp_path / "x", ExportConfig(quant="fp16", backend="native", progress=False))
     assert not (tmp_path / "x").exists()
+
+
+def test_packed_and_separate_gate_up_give_the_same_logits(builds, tmp_path):
+    """LinearFormat.pack_mlp only changes how the MLP's first linears are laid out, not what they compute."""
+    from edgelm.export.native.decoder import DecoderBuilder, LinearFormat
+    from edgelm.export.source import open_source
+    import onnxruntime as ort
+
+    source = open_source(builds.hf("tiny-llama"))
+    ids = np.array([[5, 9, 11, 30]], dtype=np.int64)
+    outs = []
+    for packed in (True, False):
+        folder = tmp_path / str(packed)
+        folder.mkdir()
+        builder = DecoderBuilder(source.arch, SafetensorsReader(source.path), folder, "model.onnx",
+                                 LinearFormat(None, pack_mlp=packed))
+        path, _ = builder.build()
+        session = ort.InferenceSession(str(path))
+        feeds = {"input_ids": ids, "attention_mask": np.ones((1, 4), np.int64), "num_logits_to_keep": np.array(4)}
+        for i in range(source.arch.num_layers):
+            for kind in ("key", "value"):
+                feeds[f"past_key_values.{i}.{kind}"] = np.zeros((1, source.arch.num_kv_heads, 0, source.arch.head_dim),
+                                                               np.float32)
+        outs.append(session.run(["logits"], feeds)[0])
+    assert np.abs(outs[0] - outs[1]).max() < 1e-4
