@@ -16,7 +16,7 @@ A "linear" is MatMulNBits (int4/int8) or MatMul (fp32). lm_head runs only on the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,18 +26,12 @@ from edgelm.export.native.graph import GraphBuilder
 from edgelm.export.native.quant import quantize_blockwise
 from edgelm.export.native.rope import rotary_caches
 from edgelm.export.native.weights import SafetensorsReader
-from edgelm.manifest import GraphIO, WeightStats
+from edgelm.export.optimum_backend import OPTIMUM_IO
+from edgelm.manifest import WeightStats
 
-NATIVE_IO = GraphIO(
-    input_ids="input_ids",
-    attention_mask="attention_mask",
-    logits="logits",
-    past_key="past_key_values.{layer}.key",
-    past_value="past_key_values.{layer}.value",
-    present_key="present.{layer}.key",
-    present_value="present.{layer}.value",
-    logits_to_keep="num_logits_to_keep",
-)
+# optimum's names, so both builders' packages look alike; no position_ids (GQA rotates by itself) and
+# an input saying how many last positions get logits
+NATIVE_IO = replace(OPTIMUM_IO, position_ids=None, logits_to_keep="num_logits_to_keep")
 MS = "com.microsoft"
 
 
@@ -133,9 +127,10 @@ class DecoderBuilder:
 
         a, g = self.arch, self.g
         kv, hd = a.num_kv_heads, a.head_dim
-        ids = g.input("input_ids", T.INT64, ["batch", "sequence"])
-        mask = g.input("attention_mask", T.INT64, ["batch", "total_sequence"])
-        keep = g.input("num_logits_to_keep", T.INT64, [])
+        io = NATIVE_IO
+        ids = g.input(io.input_ids, T.INT64, ["batch", "sequence"])
+        mask = g.input(io.attention_mask, T.INT64, ["batch", "total_sequence"])
+        keep = g.input(io.logits_to_keep, T.INT64, [])
         seqlens, total = self._lengths(mask)
         tied = a.tied_embeddings or a.tensor("lm_head") not in self.reader
         x, shared_head = self.embedding(ids, tied)
@@ -152,10 +147,9 @@ class DecoderBuilder:
             qkv_b = np.concatenate(biases) if all(b is not None for b in biases) else None
             qkv = self.linear(h, qkv_w, f"{p}/attn/qkv_proj", qkv_b)
             del qkv_w
-            past_k = g.input(f"past_key_values.{i}.key", T.FLOAT, ["batch", kv, "past_sequence", hd])
-            past_v = g.input(f"past_key_values.{i}.value", T.FLOAT, ["batch", kv, "past_sequence", hd])
-            present_k = g.output(f"present.{i}.key", T.FLOAT, ["batch", kv, "total_sequence", hd])
-            present_v = g.output(f"present.{i}.value", T.FLOAT, ["batch", kv, "total_sequence", hd])
+            past_k, past_v = (g.input(n, T.FLOAT, ["batch", kv, "past_sequence", hd]) for n in io.past_names(i))
+            present_k, present_v = (g.output(n, T.FLOAT, ["batch", kv, "total_sequence", hd])
+                                    for n in io.present_names(i))
             window = a.sliding_window
             attn, _, _ = g.node(
                 "GroupQueryAttention", [qkv, "", "", past_k, past_v, seqlens, total, cos_name, sin_name],
@@ -181,7 +175,7 @@ class DecoderBuilder:
             head = self.reader.get(a.tensor("embed" if tied else "lm_head"))  # read again, not held meanwhile
             logits = self.linear(last, head, "/lm_head")
             del head
-        g.node("Identity", [logits], [g.output("logits", T.FLOAT, ["batch", "kept_sequence", a.vocab_size])],
+        g.node("Identity", [logits], [g.output(io.logits, T.FLOAT, ["batch", "kept_sequence", a.vocab_size])],
                name="/lm_head/Identity")
         path = g.save()
         return path, WeightStats(total=g.total_bytes, per_token=g.total_bytes - g.gather_only_bytes)
