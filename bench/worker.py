@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from edgelm.bench.system import current_rss_bytes, peak_rss_bytes
-from edgelm.errors import EdgeLMError
+from edgelm.errors import EdgeLMError, first_line
 
 
 def one_round(engine, prompt: list[int], tg: int) -> dict:
@@ -59,8 +59,7 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> None:
         except EdgeLMError as exc:
             reply = {"error": str(exc), "skip": False}
         except Exception as exc:  # a peer's own failure: report it, the coordinator decides
-            first = (str(exc).strip().splitlines() or [""])[0][:300]
-            reply = {"error": f"{type(exc).__name__}: {first}", "skip": False}
+            reply = {"error": f"{type(exc).__name__}: {first_line(exc)}", "skip": False}
         stdout.write(json.dumps(reply) + "\n")
         stdout.flush()
         if msg.get("cmd") == "finish":

@@ -58,3 +58,11 @@ class BenchError(EdgeLMError):
 
 class UsageError(EdgeLMError):
     """Command-line arguments that contradict each other."""
+
+
+def first_line(exc: BaseException, limit: int | None = 300) -> str:
+    """The first line of a foreign exception's message (at most `limit` characters), or "" if it has none.
+
+    For wrapping errors from onnxruntime, optimum and plugins into one-line typed errors."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else "")[:limit]

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from edgelm.errors import EdgeLMError, ExportError, OutputExistsError
+from edgelm.errors import EdgeLMError, ExportError, OutputExistsError, first_line
 
 
 def check_output(out: Path, force: bool) -> None:
@@ -48,5 +48,5 @@ def staged_output(out: str | Path, force: bool = False) -> Iterator[Path]:
         raise
     except Exception as exc:
         shutil.rmtree(stage, ignore_errors=True)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = first_line(exc, limit=None)
         raise ExportError(f"export failed: {type(exc).__name__}: {first}; nothing was written to {out}") from exc

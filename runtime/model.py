@@ -65,7 +65,7 @@ class Model:
         mode = self.manifest.kv_cache.mode
         if mode not in DECODERS:
             raise PackageError(f"KV-cache mode {mode!r} is unknown to this edgelm; upgrade edgelm")
-        # max_length bounds the preallocated cache of "shared" packages (default: the context length)
+        # max_length bounds the preallocated cache of "shared" packages (default: DEFAULT_CAPACITY tokens)
         self.decoder = DECODERS[mode](self.session, self.manifest, max_length)
 
     # -- configuration -------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import platform
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgelm.errors import ProviderUnavailable
+from edgelm.errors import ProviderUnavailable, first_line
 
 DEVICE_PRIORITY = {"npu": 0, "gpu": 1, "cpu": 2}  # what `--ep auto` prefers
 
@@ -116,7 +116,7 @@ def register_plugin(spec: ProviderSpec) -> list:
             with native_stdout_to_stderr():
                 ort.register_execution_provider_library(spec.ort_name, library)
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            first = first_line(exc) or type(exc).__name__
             raise ProviderUnavailable(
                 f"{spec.name}: the plugin library from {spec.install} failed to load ({first}); "
                 f"reinstall it (pip install --force-reinstall {spec.install}) or check that it matches "

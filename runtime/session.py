@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from edgelm.errors import PackageError
+from edgelm.errors import PackageError, first_line
 from edgelm.runtime.partition import ProviderFallback, partition_of
 from edgelm.runtime.providers import ProviderSpec, Resolved
 
@@ -93,8 +93,8 @@ def create_session(
                 report = None
             if report is not None and report.fallback:
                 raise ProviderFallback(report) from None
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PackageError(f"onnxruntime cannot load {model_path} on {spec.name}: {first[:300]}") from None
+        first = first_line(exc) or type(exc).__name__
+        raise PackageError(f"onnxruntime cannot load {model_path} on {spec.name}: {first}") from None
 
 
 def _open(model_path: Path, provider: Resolved, threads, strict: bool, options: dict, config: dict):
