@@ -17,5 +17,5 @@ class BenchConfig:
     repetitions: int = 5
     warmup: int = 1
     seed: int = 0
-    strict: bool = False  # fail instead of letting nodes fall back to the CPU
+    strict: bool | None = None  # fail instead of letting nodes fall back to the CPU (None: per package)
     provider_options: tuple[tuple[str, str], ...] = ()

@@ -45,7 +45,7 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> None:
             if msg["cmd"] == "load":
                 start = time.perf_counter()
                 engine = get_engine(msg["engine"])(msg["target"], msg["ep"], msg.get("threads"),
-                                                   strict=msg.get("strict", False),
+                                                   strict=msg.get("strict"),
                                                    provider_options=msg.get("provider_options") or {})
                 reply = {"load_s": time.perf_counter() - start, "info": engine.info(), "vocab": engine.vocab_size()}
             elif msg["cmd"] == "round":

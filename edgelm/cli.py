@@ -18,6 +18,7 @@ from edgelm.errors import EdgeLMError, UsageError
 
 def _cmd_export(args) -> int:
     from edgelm.export import ExportConfig, QuantConfig, export_model, export_synthetic
+    from edgelm.export.config import NpuConfig
 
     if bool(args.model) == bool(args.synthetic):
         raise UsageError("give either MODEL (an HF folder or .gguf file) or --synthetic PRESET")
@@ -25,9 +26,14 @@ def _cmd_export(args) -> int:
         **_given(args, block_size="block_size", accuracy_level="accuracy_level"),
         **({"symmetric": False} if args.asymmetric else {}),
     )
+    npu = NpuConfig(**_given(args, context="context", chunk="chunk", activations="activations",
+                             weights="qdq_weights", calibration_samples="calibration_samples"),
+                    **({"compile": False} if args.no_compile else {}))
+    if args.target == "npu-qnn" and args.quant:
+        raise UsageError("--quant is for the cpu target; npu-qnn packages are QDQ (see --activations/--qdq-weights)")
     config = ExportConfig(
-        **_given(args, quant="quant", backend="backend"), quant_config=quant, force=args.force,
-        progress=not args.quiet,
+        **_given(args, quant="quant", backend="backend", target="target"), quant_config=quant, npu=npu,
+        force=args.force, progress=not args.quiet,
     )
     if args.synthetic:
         manifest = export_synthetic(args.synthetic, args.output, config, seed=args.seed)
@@ -77,8 +83,9 @@ def _key_value(text: str) -> tuple[str, str]:
 
 def _add_provider_flags(p, ep_help: str) -> None:
     p.add_argument("--ep", help=ep_help)
-    p.add_argument("--strict", action="store_true",
-                   help="fail, naming the nodes, if any node would fall back to the CPU (no fallback)")
+    p.add_argument("--strict", action=argparse.BooleanOptionalAction, default=None,
+                   help="fail, naming the nodes, if any node would fall back to the CPU (default: on for NPU "
+                        "packages on their provider, off otherwise; --no-strict allows the fallback)")
     p.add_argument("--ep-option", action="append", type=_key_value, metavar="KEY=VALUE",
                    help="provider option, e.g. soc_model=60 (repeatable)")
 
@@ -200,11 +207,13 @@ def _defaults(cls) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     from edgelm.bench.config import BenchConfig
-    from edgelm.export.config import ExportConfig, QuantConfig
+    from edgelm.export.config import ExportConfig, NpuConfig, QuantConfig
+    from edgelm.export.pipeline import TARGETS
     from edgelm.export.presets import PRESETS
     from edgelm.export.quantize import quant_modes
 
     ed, qd, bd = _defaults(ExportConfig), _defaults(QuantConfig), _defaults(BenchConfig)
+    nd = _defaults(NpuConfig)
     parser = argparse.ArgumentParser(prog="edgelm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -221,6 +230,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["auto", "native", "optimum"],
                    help=f"graph builder (default {ed['backend']}: native where the architecture and precision "
                    "allow, else optimum-onnx)")
+    p.add_argument("--target", choices=TARGETS,
+                   help=f"what the package runs on (default {ed['target']}; npu-qnn: static QDQ graph pair for the "
+                   "Qualcomm HTP)")
+    npu = p.add_argument_group("npu-qnn target")
+    npu.add_argument("--context", type=int, help=f"positions the graphs attend over (default {nd['context']})")
+    npu.add_argument("--chunk", type=int, help=f"prompt tokens per prefill run (default {nd['chunk']})")
+    npu.add_argument("--activations", help=f"QDQ activation type (default {nd['activations']})")
+    npu.add_argument("--qdq-weights", help=f"QDQ weight type (default {nd['weights']})")
+    npu.add_argument("--calibration-samples", type=int,
+                     help=f"corpus windows for calibration (default {nd['calibration_samples']})")
+    npu.add_argument("--no-compile", action="store_true",
+                     help="do not compile the QNN EP-context binaries at export (they compile on first load)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_export)

@@ -65,8 +65,32 @@ class KVCache:
 
 
 @dataclass(frozen=True)
+class StaticGraphs:
+    """A fixed-shape graph pair for NPUs (kv_cache.mode "static"): `prefill_file` takes `chunk` tokens,
+    `decode_file` one. Both attend over `context` positions: the first context - N cache slots, fed as
+    past (batch, kv_heads, context - N, head_dim), then the N new tokens, whose keys/values are the
+    graphs' `present` outputs (batch, kv_heads, N, head_dim) that the runtime writes into its cache.
+    `cos`/`sin` (1, N, head_dim) are rows of `rotary_file` (a .npy of (2, context, head_dim): cos, sin with
+    its first half negated); `mask` (1, 1, N, context) is 0 where a position is visible, else `mask_value`."""
+
+    prefill_file: str
+    decode_file: str
+    chunk: int
+    context: int
+    rotary_file: str
+    cos: str = "cos"
+    sin: str = "sin"
+    mask: str = "attention_bias"
+    mask_value: float = -100.0
+    # role -> EP-context model compiled at export for the target's provider (QNN): loading it skips the
+    # graph compilation; it is only valid for the provider and device it was compiled for
+    context_models: dict[str, str] = field(default_factory=dict)
+    context_provider: str = "qnn"
+
+
+@dataclass(frozen=True)
 class Quantization:
-    mode: str  # fp32 | fp16 | int8 | int4
+    mode: str  # fp32 | fp16 | int8 | int4 | qdq
     method: str | None = None  # e.g. "MatMulNBits", "float16"
     bits: int | None = None
     block_size: int | None = None
@@ -114,10 +138,18 @@ class Manifest:
     bos_token: str | None = None
     eos_token: str | None = None
     weights: WeightStats | None = None
+    target: str = "cpu"  # what the package was exported for: cpu (dynamic shapes) | npu-qnn (static pair)
+    static: StaticGraphs | None = None
     files: dict[str, FileEntry] = field(default_factory=dict)
     producer: dict[str, str] = field(default_factory=dict)
     source: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+
+    def graph_files(self) -> dict[str, str]:
+        """Role -> ONNX file: {"model": ...}, or the static pair {"prefill": ..., "decode": ...}."""
+        if self.static is not None:
+            return {"prefill": self.static.prefill_file, "decode": self.static.decode_file}
+        return {"model": self.model_file}
 
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

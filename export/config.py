@@ -15,9 +15,25 @@ class QuantConfig:
 
 
 @dataclass(frozen=True)
+class NpuConfig:
+    """Knobs of `--target npu-qnn`: the static graph pair and its QDQ quantization."""
+
+    context: int = 512  # positions the graphs attend over (prompt + generated), fixed at export
+    chunk: int = 64  # prompt tokens per prefill run
+    activations: str = "uint16"  # QDQ activation type (a16)
+    weights: str = "uint8"  # QDQ weight type (w8); QNN takes MatMul weights per-tensor only
+    calibration_samples: int = 4  # corpus windows run through the fp32 pair
+    calibration_decode: int = 16  # greedy tokens generated after each window
+    widen: float = 1.5  # activation ranges widened by this factor (not the mask, cos/sin, [0,1] tensors)
+    compile: bool = True  # compile the QNN EP-context binaries at export when onnxruntime-qnn is present
+
+
+@dataclass(frozen=True)
 class ExportConfig:
     quant: str = "int4"
     quant_config: QuantConfig = field(default_factory=QuantConfig)
     backend: str = "auto"  # auto = native where the architecture and precision allow, else optimum
+    target: str = "cpu"  # cpu: dynamic-shape graph | npu-qnn: static QDQ graph pair for the QNN HTP
+    npu: NpuConfig = field(default_factory=NpuConfig)
     force: bool = False
     progress: bool = True

@@ -10,7 +10,7 @@ from typing import Any
 from edgelm import __version__
 from edgelm.export.quantize import QuantMode
 from edgelm.export.source import CONFIG_FILES, TOKENIZER_FILES, ModelSource
-from edgelm.manifest import Generation, GraphIO, Manifest, WeightStats, file_entries
+from edgelm.manifest import Generation, GraphIO, Manifest, Quantization, StaticGraphs, WeightStats, file_entries
 from edgelm.versions import package_versions
 
 MODEL_FILE = "model.onnx"
@@ -57,22 +57,27 @@ def write_manifest(
     folder: Path,
     source: ModelSource,
     io_names: GraphIO,
-    mode: QuantMode,
+    mode: QuantMode | Quantization,
     backend: str,
     label: str,
     weights: WeightStats | None = None,
     kv_mode: str = "concat",
+    target: str = "cpu",
+    static: StaticGraphs | None = None,
 ) -> Manifest:
+    """`static`: an NPU package's graph pair; its decode graph is then the model file and its context the
+    package's context length."""
     arch = source.arch
+    quantization = mode if isinstance(mode, Quantization) else mode.describe()
     tok_config = source.tokenizer_config
     manifest = Manifest(
         architecture=arch.name,
         model_type=arch.model_type,
-        model_file=MODEL_FILE,
+        model_file=static.decode_file if static else MODEL_FILE,
         io=io_names,
-        kv_cache=replace(arch.kv_cache(mode.kv_dtype), mode=kv_mode),
-        quantization=mode.describe(),
-        context_length=arch.context_length,
+        kv_cache=replace(arch.kv_cache(), mode=kv_mode),  # graph I/O stays fp32 in every mode
+        quantization=quantization,
+        context_length=static.context if static else arch.context_length,
         vocab_size=arch.vocab_size,
         generation=generation_defaults(source),
         tokenizer_file="tokenizer.json",
@@ -80,6 +85,8 @@ def write_manifest(
         bos_token=_token_text(tok_config.get("bos_token")),
         eos_token=_token_text(tok_config.get("eos_token")),
         weights=weights,
+        target=target,
+        static=static,
         files=file_entries(folder),
         producer=producer_versions(),
         source={"model": label, "backend": backend},

@@ -21,6 +21,7 @@ from edgelm.export.staging import check_output, staged_output
 from edgelm.manifest import Manifest
 
 BACKENDS = ("auto", "native", "optimum")
+TARGETS = ("cpu", "npu-qnn")  # cpu: one dynamic-shape graph (any CPU/GPU provider) | npu-qnn: static QDQ pair
 
 
 def export_model(model: str | Path, out: str | Path, config: ExportConfig = ExportConfig()) -> Manifest:
@@ -50,7 +51,14 @@ def export_synthetic(preset: str, out: str | Path, config: ExportConfig = Export
 
 def _check(config: ExportConfig, out: Path) -> None:
     """Every cheap check, before any expensive work."""
-    get_mode(config.quant, config.quant_config)
+    if config.target not in TARGETS:
+        raise ExportError(f"unknown target {config.target!r}; choose one of: {', '.join(TARGETS)}")
+    if config.target == "npu-qnn":
+        from edgelm.export.npu.pipeline import check_npu_config
+
+        check_npu_config(config.npu)
+    else:
+        get_mode(config.quant, config.quant_config)
     if config.backend not in BACKENDS:
         raise ExportError(f"unknown backend {config.backend!r}; choose one of: {', '.join(BACKENDS)}")
     check_output(out.absolute(), config.force)
@@ -69,6 +77,8 @@ def choose_backend(requested: str, source, mode: QuantMode) -> str:
 
 def _export_folder(model: Path, out: Path, config: ExportConfig, label: str) -> Manifest:
     source = open_source(model)
+    if config.target == "npu-qnn":
+        return _export_npu(source, out, config, label)
     mode: QuantMode = get_mode(config.quant, config.quant_config)
     backend = choose_backend(config.backend, source, mode)
     if backend == "native":
@@ -99,6 +109,20 @@ def _export_native(source, out: Path, config: ExportConfig, mode: QuantMode, lab
         _, io_names, weights = export_native(source, stage, mode.native_bits, config.quant_config, config.progress)
         copy_support_files(source, stage)
         return write_manifest(stage, source, io_names, mode, "native", label, weights, kv_mode="shared")
+
+
+def _export_npu(source, out: Path, config: ExportConfig, label: str) -> Manifest:
+    from edgelm.export.npu.graph import STATIC_IO
+    from edgelm.export.npu.pipeline import export_npu_qnn
+
+    if not source.arch.native:
+        raise ExportError(f"--target npu-qnn needs an architecture the native builder knows; {source.arch.name} "
+                          "is not one")
+    with staged_output(out, config.force) as stage:
+        static, quant = export_npu_qnn(source, stage, config.npu, config.progress)
+        copy_support_files(source, stage)
+        return write_manifest(stage, source, STATIC_IO, quant, "native", label, kv_mode="static",
+                              target=config.target, static=static)
 
 
 class _Steps:

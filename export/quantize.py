@@ -37,7 +37,6 @@ def get_mode(name: str, config: QuantConfig | None = None) -> QuantMode:
 
 class QuantMode:
     name: ClassVar[str] = ""
-    kv_dtype: ClassVar[str] = "float32"  # graph I/O stays fp32 in every mode
     native: ClassVar[bool] = True  # the native builder can emit this precision
     native_bits: ClassVar[int | None] = None  # its linears: None = fp32 MatMul, else MatMulNBits bits
 

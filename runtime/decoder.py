@@ -21,8 +21,8 @@ from edgelm.manifest import Manifest
 class Decoder:
     """The "concat" mode."""
 
-    def __init__(self, session, manifest: Manifest, capacity: int | None = None):
-        self.session = session
+    def __init__(self, sessions: dict, manifest: Manifest, folder=None, capacity: int | None = None):
+        self.session = sessions["model"]
         self.manifest = manifest
         io, kv = manifest.io, manifest.kv_cache
         self.context_length = manifest.context_length
@@ -77,14 +77,15 @@ DEFAULT_CAPACITY = 8192  # tokens a preallocated cache holds unless the caller a
 class SharedBufferDecoder(Decoder):
     """The "shared" mode: preallocated KV buffers, IO binding, in-place cache updates."""
 
-    def __init__(self, session, manifest: Manifest, capacity: int | None = None):
+    def __init__(self, sessions: dict, manifest: Manifest, folder=None, capacity: int | None = None):
         kv = manifest.kv_cache
         self.capacity = min(capacity or DEFAULT_CAPACITY, manifest.context_length)
         shape = (1, kv.num_kv_heads, self.capacity, kv.head_dim)  # (batch, kv_heads, capacity, head_dim)
         self._buffers = [np.zeros(shape, dtype=np.dtype(kv.dtype)) for _ in range(2 * kv.num_layers)]
         self._mask = np.zeros((1, self.capacity), dtype=np.int64)  # ones up to the current length
-        super().__init__(session, manifest)
+        super().__init__(sessions, manifest)
         self.context_length = self.capacity
+        session = self.session
         if self.capacity < manifest.context_length:
             self._limit_hint = f" (the preallocated cache; load with max_length up to {manifest.context_length})"
         self._binding = session.io_binding()
@@ -114,4 +115,10 @@ class SharedBufferDecoder(Decoder):
         return logits[0, -1] if last_only else logits[0]
 
 
-DECODERS = {"concat": Decoder, "shared": SharedBufferDecoder}
+def _static(sessions, manifest, folder=None, capacity=None):
+    from edgelm.runtime.static import StaticDecoder
+
+    return StaticDecoder(sessions, manifest, folder, capacity)
+
+
+DECODERS = {"concat": Decoder, "shared": SharedBufferDecoder, "static": _static}

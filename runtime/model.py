@@ -12,7 +12,7 @@ from edgelm.manifest import Manifest
 from edgelm.runtime.chat import Message, render_chat
 from edgelm.runtime.decoder import DECODERS
 from edgelm.runtime.generate import generate_ids
-from edgelm.runtime.partition import partition_of
+from edgelm.runtime.partition import merged, partition_of
 from edgelm.runtime.providers import choose_auto, resolve
 from edgelm.runtime.sampling import SamplingConfig
 from edgelm.runtime.session import create_session
@@ -39,7 +39,7 @@ class Model:
         ep: str = "cpu",
         threads: int | None = None,
         verify: bool = False,
-        strict: bool = False,
+        strict: bool | None = None,
         provider_options: dict[str, str] | None = None,
         context_cache: str | Path | None = None,
         max_length: int | None = None,
@@ -48,13 +48,14 @@ class Model:
         self.manifest = Manifest.load(self.path)
         self.manifest.verify(self.path, hashes=verify)
         self.provider = choose_auto(self.manifest.quantization.mode) if ep == "auto" else resolve(ep)
-        if context_cache is not None:  # one cache per graph: a re-exported package never meets a stale one
-            entry = self.manifest.files.get(self.manifest.model_file)
-            context_cache = Path(context_cache) / (entry.sha256[:16] if entry else "unhashed")
-        self.session = create_session(
-            self.path / self.manifest.model_file, self.provider, threads, strict, provider_options, context_cache
-        )
-        self.partition = partition_of(self.session, self.provider.spec.ort_name)
+        if strict is None:  # NPU packages are made to run whole on their provider: a fallback is an error
+            strict = self.manifest.target != "cpu" and self.provider.spec.name != "cpu"
+        self.sessions = {
+            role: self._session(role, name, threads, strict, provider_options, context_cache)
+            for role, name in self.manifest.graph_files().items()
+        }
+        self.session = next(iter(self.sessions.values()))
+        self.partition = merged([partition_of(s, self.provider.spec.ort_name) for s in self.sessions.values()])
         if self.partition.fallback:  # never silent: the caller asked for this provider
             p = self.partition
             warnings.warn(ProviderFallbackWarning(
@@ -66,7 +67,18 @@ class Model:
         if mode not in DECODERS:
             raise PackageError(f"KV-cache mode {mode!r} is unknown to this edgelm; upgrade edgelm")
         # max_length bounds the preallocated cache of "shared" packages (default: DEFAULT_CAPACITY tokens)
-        self.decoder = DECODERS[mode](self.session, self.manifest, max_length)
+        self.decoder = DECODERS[mode](self.sessions, self.manifest, self.path, max_length)
+
+    def _session(self, role: str, name: str, threads, strict: bool, provider_options, context_cache):
+        """The session for one graph; a context model compiled at export for this provider is used if present."""
+        static = self.manifest.static
+        compiled = static.context_models.get(role) if static and static.context_provider == self.provider.spec.name else None
+        if compiled and (self.path / compiled).is_file():
+            name, context_cache = compiled, None
+        elif context_cache is not None:  # one cache per graph: a re-exported package never meets a stale one
+            entry = self.manifest.files.get(name)
+            context_cache = Path(context_cache) / (entry.sha256[:16] if entry else "unhashed")
+        return create_session(self.path / name, self.provider, threads, strict, provider_options, context_cache)
 
     # -- configuration -------------------------------------------------------------------------
     def sampling(self, **overrides) -> SamplingConfig:
@@ -119,11 +131,12 @@ class Model:
 
 
 def load(package: str | Path, ep: str = "cpu", threads: int | None = None, verify: bool = False,
-         strict: bool = False, provider_options: dict[str, str] | None = None,
+         strict: bool | None = None, provider_options: dict[str, str] | None = None,
          context_cache: str | Path | None = None, max_length: int | None = None) -> Model:
     """Load an edgelm package on execution provider `ep` ("cpu", "qnn", "openvino", "dml", ..., or "auto").
 
-    `strict` turns any node left to the CPU into ProviderFallback (naming the nodes) instead of a warning.
+    `strict` turns any node left to the CPU into ProviderFallback (naming the nodes) instead of a warning;
+    None (the default) means strict for NPU packages on their accelerator, not strict otherwise.
     `context_cache` is a folder where providers with compiled EP-context models (QNN) keep them.
     `max_length` caps the tokens (prompt + generated) a preallocated KV cache holds.
     """

@@ -62,6 +62,19 @@ class ProviderFallback(EdgeLMError):
         )
 
 
+def merged(reports: list[Partition]) -> Partition:
+    """One report over several graphs of a package (e.g. an NPU package's prefill and decode graphs)."""
+    if len(reports) == 1:
+        return reports[0]
+    by_ep: dict[str, Counter] = {}
+    for report in reports:
+        for share in report.shares:
+            by_ep.setdefault(share.ep, Counter()).update(share.op_types)
+    shares = tuple(EpShare(ep, sum(c.values()), dict(c)) for ep, c in by_ep.items())
+    return Partition(reports[0].requested, shares, tuple(f for r in reports for f in r.fallback),
+                     reports[0].source, tuple(n for r in reports for n in r.notes))
+
+
 def partition_of(session, requested: str) -> Partition:
     info = session.get_provider_graph_assignment_info() if hasattr(session, "get_provider_graph_assignment_info") else None
     if not info:

@@ -38,7 +38,7 @@ class Engine:
 
     name: ClassVar[str] = ""
 
-    def __init__(self, target: str, ep: str, threads: int | None, strict: bool = False,
+    def __init__(self, target: str, ep: str, threads: int | None, strict: bool | None = None,
                  provider_options: dict[str, str] | None = None):
         self.target, self.ep, self.threads = target, ep, threads
         self.strict, self.provider_options = strict, provider_options or {}

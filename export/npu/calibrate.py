@@ -1,0 +1,107 @@
+"""Activation ranges for static quantization, shared by the prefill and decode graphs.
+
+The fp32 graph pair runs on the CPU through the runtime's own StaticDecoder (so calibration sees exactly
+the feeds the device will see): corpus windows are prefilled in chunks, then the model continues each
+one greedily through the decode graph. Every float tensor of both graphs is recorded (min, max) by name;
+the two graphs share names, so the union is one set of ranges for both. Ranges are then widened by
+`widen` (16 calibration tokens clip attention scores otherwise), except tensors whose range is known
+exactly: the mask, cos/sin, and [0, 1] outputs (Softmax, Sigmoid).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgelm.errors import QuantizationError
+from edgelm.export.npu.graph import COS, MASK, SIN
+
+EXACT_OPS = ("Softmax", "Sigmoid")  # outputs always in [0, 1]
+EXACT_INPUTS = (COS, SIN, MASK)
+
+
+class RangeRecorder:
+    """Wraps an fp32 session whose graph outputs every float tensor; records their (min, max)."""
+
+    def __init__(self, session, ranges: dict[str, list[float]]):
+        self.session, self.ranges = session, ranges
+        self.names = [o.name for o in session.get_outputs()]
+        self.first_feeds: dict | None = None  # one real input, for the quantizer's own calibration pass
+
+    def run(self, outputs, feeds):
+        if self.first_feeds is None:
+            self.first_feeds = {k: v.copy() for k, v in feeds.items()}
+        for name, value in feeds.items():
+            if value.dtype == np.float32:
+                self._add(name, value)
+        values = self.session.run(self.names, feeds)
+        for name, value in zip(self.names, values):
+            if value.dtype == np.float32:
+                self._add(name, value)
+        by_name = dict(zip(self.names, values))
+        return [by_name[n] for n in outputs]
+
+    def _add(self, name: str, value: np.ndarray) -> None:
+        lo, hi = float(value.min()), float(value.max())
+        old = self.ranges.get(name)
+        self.ranges[name] = [min(lo, old[0]), max(hi, old[1])] if old else [lo, hi]
+
+
+def with_all_outputs(path: Path, out: Path) -> Path:
+    """A copy of the graph at `path` whose outputs include every float node output (weights stay external)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(path), load_external_data=False)
+    model = onnx.shape_inference.infer_shapes(model)
+    known = {o.name for o in model.graph.output}
+    types = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
+    for node in model.graph.node:
+        for name in node.output:
+            if name and name not in known and types.get(name) == TensorProto.FLOAT:
+                model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+                known.add(name)
+    onnx.save_model(model, str(out))  # external data keeps pointing at the original .data (same folder)
+    return out
+
+
+def calibrate(graphs: dict[str, Path], decoder_factory, token_windows: list[list[int]], decode_tokens: int,
+              progress=None) -> tuple[dict[str, list[float]], dict[str, dict]]:
+    """Run every window through the pair; return (tensor name -> [min, max] over both graphs, one feed per
+    graph)."""
+    import onnxruntime as ort
+
+    ranges: dict[str, list[float]] = {}
+    sessions = {}
+    for role, path in graphs.items():
+        full = with_all_outputs(path, path.with_name(f"{path.stem}.calib.onnx"))
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
+        sessions[role] = RangeRecorder(ort.InferenceSession(str(full), opts, providers=["CPUExecutionProvider"]),
+                                       ranges)
+    decoder = decoder_factory(sessions)
+    for window in token_windows:
+        decoder.reset()
+        logits = decoder.forward(window)  # prefill in chunks
+        for _ in range(decode_tokens):  # the model's own greedy continuation, as in use
+            if decoder.length >= decoder.context_length:
+                break
+            logits = decoder.forward([int(np.argmax(logits))])
+        if progress is not None:
+            progress.update(1)
+    missing = [role for role, s in sessions.items() if s.first_feeds is None]
+    if missing:
+        raise QuantizationError(f"calibration never ran the {', '.join(missing)} graph; give longer calibration "
+                                "windows (more tokens than one prefill chunk, and decode steps)")
+    return ranges, {role: s.first_feeds for role, s in sessions.items()}
+
+
+def range_overrides(ranges: dict[str, list[float]], producers: dict[str, str], widen: float) -> dict:
+    """TensorQuantOverrides for onnxruntime's quantizer: every activation gets its shared (widened) range."""
+    overrides = {}
+    for name, (lo, hi) in ranges.items():
+        if name not in EXACT_INPUTS and producers.get(name) not in EXACT_OPS:
+            lo, hi = lo * widen if lo < 0 else lo, hi * widen if hi > 0 else hi
+        overrides[name] = [{"rmin": np.float32(min(lo, 0.0)), "rmax": np.float32(max(hi, 0.0))}]
+    return overrides

@@ -1,0 +1,203 @@
+"""A static-shape decoder of plain ONNX ops, the form the QNN HTP runs in full.
+
+One builder makes both graphs of an NPU package: `prefill` (N = chunk tokens) and `decode` (N = 1).
+Both attend over CTX cache positions: CTX - N past slots fed by the runtime, then the N new ones. They
+have identical node and tensor names, so one set of activation ranges serves both.
+
+Inputs (all static):  input_ids (1, N) int64 | cos, sin (1, N, hd) | mask (1, 1, N, CTX) float, 0 or -100 |
+                      past_key_values.{i}.key/value (1, kv, CTX - N, hd)
+Outputs:              logits (1, N, vocab) | present.{i}.key/value (1, kv, N, hd): only the new positions;
+                      the runtime writes them into the cache it holds.
+
+Per layer (plain ops only; no GroupQueryAttention, no finfo.min mask, no position-table MatMul):
+
+    x ─ RMSNorm ─┬─ q MatMul(+b) ─ Reshape/Transpose ─ rotary ──────────────┐  (q scaled by 1/sqrt(hd))
+                 ├─ k MatMul(+b) ─ Reshape/Transpose ─ rotary ─> present.k ─ Concat(past.k) ─┐
+                 └─ v MatMul(+b) ─ Reshape/Transpose ───────────> present.v ─ Concat(past.v) ─┤
+    q (1,kv,G*N,hd) @ K^T ─ (1,H,N,CTX) + mask ─ Softmax ─ (1,kv,G*N,CTX) @ V ─ o MatMul ─ + x ─┐
+    ┌────────────────────────────────────────────────────────────────────────────────────────────┘
+    └─ RMSNorm ─ gate MatMul ─ g * Sigmoid(g) ─ * up MatMul ─ down MatMul ─ + ─> next layer
+
+GQA without repeating K/V: q (1, H, N, hd) is viewed as (1, kv, G*N, hd), G = H / kv, so each kv head
+meets its own G query heads in one MatMul. Rotary is `x*cos + concat(x2, x1)*sin` with sin pre-signed
+(its first half negated), so no Neg.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgelm.export.arch import ArchSpec
+from edgelm.export.native.graph import GraphBuilder
+from edgelm.export.native.weights import SafetensorsReader
+from edgelm.export.native.rope import rotary_caches
+from edgelm.manifest import GraphIO
+
+STATIC_IO = GraphIO(
+    input_ids="input_ids", logits="logits",
+    past_key="past_key_values.{layer}.key", past_value="past_key_values.{layer}.value",
+    present_key="present.{layer}.key", present_value="present.{layer}.value",
+)
+COS, SIN, MASK = "cos", "sin", "attention_bias"
+MASKED = -100.0  # what the mask adds to a hidden position: exp(-100) is 0 in fp32, and QDQ stays fine
+
+
+@dataclass(frozen=True)
+class StaticShape:
+    tokens: int  # N: tokens per run
+    context: int  # CTX: positions attended over (past slots + the new ones)
+
+
+def rotary_table(arch: ArchSpec, context: int) -> np.ndarray:
+    """(2, context, head_dim) float32: cos, and sin with its first half negated (rotate-half folded in)."""
+    cos, sin = rotary_caches(arch.head_dim, context, arch.rope_theta, arch.rope_scaling)
+    full_cos = np.concatenate([cos, cos], axis=-1)
+    signed_sin = np.concatenate([-sin, sin], axis=-1)
+    return np.stack([full_cos, signed_sin]).astype(np.float32)
+
+
+class StaticDecoderBuilder:
+    def __init__(self, arch: ArchSpec, reader: SafetensorsReader, folder: Path, model_file: str, shape: StaticShape):
+        self.arch, self.reader, self.shape = arch, reader, shape
+        self.g = GraphBuilder(folder, model_file)
+
+    # -- small helpers -----------------------------------------------------------------------------
+    def op(self, op: str, inputs: list[str], name: str, **attrs) -> str:
+        (out,) = self.g.node(op, inputs, [f"{name}/out"], name=f"{name}/{op}", **attrs)
+        return out
+
+    def const(self, name: str, value) -> str:
+        return self.g.constant(name, np.asarray(value))
+
+    def shape_const(self, name: str, dims: list[int]) -> str:
+        return self.const(name, np.array(dims, dtype=np.int64))
+
+    def w(self, role: str, layer: int | None = None) -> np.ndarray:
+        return self.reader.get(self.arch.tensor(role, layer))
+
+    def maybe(self, role: str, layer: int) -> np.ndarray | None:
+        name = self.arch.tensor(role, layer)
+        return self.reader.get(name) if name in self.reader else None
+
+    def linear(self, x: str, weight: np.ndarray, name: str, bias: np.ndarray | None = None) -> str:
+        """x @ weight.T (+ bias); weight is HF's (out, in)."""
+        w = self.g.weight(f"{name}.weight", np.ascontiguousarray(weight.T))
+        y = self.op("MatMul", [x, w], name)
+        if bias is not None:
+            y = self.op("Add", [y, self.g.weight(f"{name}.bias", bias)], f"{name}/bias")
+        return y
+
+    def rms_norm(self, x: str, role: str, layer: int | None, name: str) -> str:
+        """x / sqrt(mean(x^2) + eps) * weight."""
+        sq = self.op("Mul", [x, x], f"{name}/square")
+        axes = self.shape_const(f"{name}/axes", [-1])
+        mean = self.op("ReduceMean", [sq, axes], f"{name}/mean", keepdims=1)
+        eps = self.const(f"{name}/eps", np.array(self.arch.rms_norm_eps, dtype=np.float32))
+        root = self.op("Sqrt", [self.op("Add", [mean, eps], f"{name}/eps_add")], f"{name}/root")
+        normed = self.op("Div", [x, root], f"{name}/scale")
+        return self.op("Mul", [normed, self.g.weight(f"{name}.weight", self.w(role, layer))], f"{name}/weight")
+
+    def heads(self, x: str, count: int, name: str) -> str:
+        """(1, N, count*hd) -> (1, count, N, hd)."""
+        n, hd = self.shape.tokens, self.arch.head_dim
+        split = self.op("Reshape", [x, self.shape_const(f"{name}/shape", [1, n, count, hd])], f"{name}/split")
+        return self.op("Transpose", [split], f"{name}/heads", perm=[0, 2, 1, 3])
+
+    def rotary(self, x: str, name: str) -> str:
+        """x*cos + concat(x2, x1)*sin for x (1, heads, N, hd); cos/sin (1, N, hd) broadcast over heads."""
+        half = self.arch.head_dim // 2
+        axis = self.shape_const(f"{name}/axis", [-1])
+        first = self.op("Slice", [x, self.shape_const(f"{name}/s0", [0]), self.shape_const(f"{name}/e0", [half]), axis],
+                        f"{name}/x1")
+        second = self.op("Slice", [x, self.shape_const(f"{name}/s1", [half]),
+                                   self.shape_const(f"{name}/e1", [self.arch.head_dim]), axis], f"{name}/x2")
+        swapped = self.op("Concat", [second, first], f"{name}/swap", axis=-1)
+        return self.op("Add", [self.op("Mul", [x, COS], f"{name}/cos"), self.op("Mul", [swapped, SIN], f"{name}/sin")],
+                       f"{name}/sum")
+
+    # -- attention ---------------------------------------------------------------------------------
+    def attention(self, h: str, i: int, p: str) -> str:
+        from onnx import TensorProto as T
+
+        a, g, n, ctx = self.arch, self.g, self.shape.tokens, self.shape.context
+        H, kv, hd = a.num_heads, a.num_kv_heads, a.head_dim
+        group = H // kv
+        scale = 1.0 / math.sqrt(hd)  # folded into q's weight and bias
+        q_bias = self.maybe("q_bias", i)
+        q = self.linear(h, self.w("q", i) * scale, f"{p}/attn/q_proj", None if q_bias is None else q_bias * scale)
+        k = self.linear(h, self.w("k", i), f"{p}/attn/k_proj", self.maybe("k_bias", i))
+        v = self.linear(h, self.w("v", i), f"{p}/attn/v_proj", self.maybe("v_bias", i))
+        q = self.rotary(self.heads(q, H, f"{p}/attn/q"), f"{p}/attn/q_rotary")  # (1, H, N, hd)
+        k = self.rotary(self.heads(k, kv, f"{p}/attn/k"), f"{p}/attn/k_rotary")  # (1, kv, N, hd)
+        v = self.heads(v, kv, f"{p}/attn/v")
+        past_k, past_v = (g.input(name, T.FLOAT, [1, kv, ctx - n, hd]) for name in STATIC_IO.past_names(i))
+        new_k, new_v = STATIC_IO.present_names(i)
+        g.node("Identity", [k], [g.output(new_k, T.FLOAT, [1, kv, n, hd])], name=f"{p}/attn/present_key/Identity")
+        g.node("Identity", [v], [g.output(new_v, T.FLOAT, [1, kv, n, hd])], name=f"{p}/attn/present_value/Identity")
+        keys = self.op("Concat", [past_k, k], f"{p}/attn/keys", axis=2)  # (1, kv, CTX, hd)
+        values = self.op("Concat", [past_v, v], f"{p}/attn/values", axis=2)
+        q_grouped = self.op("Reshape", [q, self.shape_const(f"{p}/attn/group_shape", [1, kv, group * n, hd])],
+                            f"{p}/attn/q_grouped")
+        keys_t = self.op("Transpose", [keys], f"{p}/attn/keys_t", perm=[0, 1, 3, 2])  # (1, kv, hd, CTX)
+        scores = self.op("MatMul", [q_grouped, keys_t], f"{p}/attn/scores")  # (1, kv, G*N, CTX)
+        per_head = self.op("Reshape", [scores, self.shape_const(f"{p}/attn/head_shape", [1, H, n, ctx])],
+                           f"{p}/attn/per_head")
+        probs = self.op("Softmax", [self.op("Add", [per_head, MASK], f"{p}/attn/masked")], f"{p}/attn/probs", axis=-1)
+        probs = self.op("Reshape", [probs, self.shape_const(f"{p}/attn/probs_shape", [1, kv, group * n, ctx])],
+                        f"{p}/attn/probs_grouped")
+        ctx_out = self.op("MatMul", [probs, values], f"{p}/attn/context")  # (1, kv, G*N, hd)
+        ctx_out = self.op("Reshape", [ctx_out, self.shape_const(f"{p}/attn/ctx_shape", [1, H, n, hd])],
+                          f"{p}/attn/context_heads")
+        ctx_out = self.op("Transpose", [ctx_out], f"{p}/attn/context_t", perm=[0, 2, 1, 3])  # (1, N, H, hd)
+        ctx_out = self.op("Reshape", [ctx_out, self.shape_const(f"{p}/attn/merge_shape", [1, n, H * hd])],
+                          f"{p}/attn/merged")
+        return self.linear(ctx_out, self.w("o", i), f"{p}/attn/o_proj")
+
+    def mlp(self, h: str, i: int, p: str) -> str:
+        gate = self.linear(h, self.w("gate", i), f"{p}/mlp/gate_proj")
+        up = self.linear(h, self.w("up", i), f"{p}/mlp/up_proj")
+        act = self.op("Mul", [gate, self.op("Sigmoid", [gate], f"{p}/mlp/sigmoid")], f"{p}/mlp/silu")
+        return self.linear(self.op("Mul", [act, up], f"{p}/mlp/prod"), self.w("down", i), f"{p}/mlp/down_proj")
+
+    # -- the model -----------------------------------------------------------------------------
+    def build(self, progress=None) -> Path:
+        from onnx import TensorProto as T
+
+        a, g, n, ctx = self.arch, self.g, self.shape.tokens, self.shape.context
+        ids = g.input(STATIC_IO.input_ids, T.INT64, [1, n])
+        g.input(COS, T.FLOAT, [1, n, a.head_dim])
+        g.input(SIN, T.FLOAT, [1, n, a.head_dim])
+        g.input(MASK, T.FLOAT, [1, 1, n, ctx])
+        table = self.w("embed")  # (vocab, hidden)
+        x = self.op("Gather", [g.weight("model.embed_tokens.weight", table, gather_only=True), ids],
+                    "/model/embed_tokens")
+        tied = a.tied_embeddings or a.tensor("lm_head") not in self.reader
+        if not tied:
+            del table
+        for i in range(a.num_layers):
+            p = f"/model/layers.{i}"
+            attn = self.attention(self.rms_norm(x, "input_norm", i, f"{p}/input_layernorm"), i, p)
+            x = self.op("Add", [x, attn], f"{p}/attn_residual")
+            down = self.mlp(self.rms_norm(x, "post_norm", i, f"{p}/post_attention_layernorm"), i, p)
+            x = self.op("Add", [x, down], f"{p}/mlp_residual")
+            if progress is not None:
+                progress.update(1)
+        normed = self.rms_norm(x, "final_norm", None, "/model/norm")
+        logits = self.linear(normed, table if tied else self.w("lm_head"), "/lm_head")
+        g.node("Identity", [logits], [g.output(STATIC_IO.logits, T.FLOAT, [1, n, a.vocab_size])],
+               name="/lm_head/Identity")
+        return g.save()
+
+
+def build_static(arch: ArchSpec, source_path: Path, folder: Path, model_file: str, shape: StaticShape,
+                 progress=None) -> Path:
+    """Write the fp32 static graph for `shape` to folder/model_file (+ .data)."""
+    builder = StaticDecoderBuilder(arch, SafetensorsReader(source_path), folder, model_file, shape)
+    try:
+        return builder.build(progress)
+    finally:
+        builder.g.close()

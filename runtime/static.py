@@ -1,0 +1,94 @@
+"""The "static" KV-cache mode: a fixed-shape graph pair (NPU packages) driven with a cache the runtime holds.
+
+The package has a `prefill` graph taking `chunk` tokens and a `decode` graph taking one; both attend over
+`context` positions: the first `context - N` cache slots (fed as past) and the N new tokens. They return
+logits and only the new positions' keys/values, which this class writes into its cache.
+
+    prompt ─ chunks of `chunk` (last one padded) ─> prefill ─┐
+                                                              ├─> cache[:, :, pos:pos+n] = present
+    each new token ─────────────────────────────> decode ────┘
+
+A chunk runs on the prefill graph while it fits (pos + chunk <= context); what is left goes one token at
+a time through the decode graph, so every position up to `context` is usable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgelm.errors import GenerationError, PackageError
+from edgelm.manifest import Manifest
+
+
+class StaticDecoder:
+    def __init__(self, sessions: dict, manifest: Manifest, folder: Path, capacity: int | None = None):
+        static, kv = manifest.static, manifest.kv_cache
+        if static is None:
+            raise PackageError("this package has no static graph pair; re-export it with --target npu-qnn")
+        self.manifest, self.static = manifest, static
+        self.prefill, self.decode = sessions["prefill"], sessions["decode"]
+        self.context_length = static.context
+        try:
+            self.rotary = np.load(Path(folder) / static.rotary_file)  # (2, context, hd): cos, signed sin
+        except (OSError, ValueError) as exc:
+            raise PackageError(f"cannot read {static.rotary_file} from {folder} ({exc}); re-export the package") from None
+        shape = (1, kv.num_kv_heads, static.context, kv.head_dim)  # (batch, kv_heads, context, head_dim)
+        self.cache = [np.zeros(shape, dtype=np.float32) for _ in range(2 * kv.num_layers)]
+        io = manifest.io
+        self._past = [n for layer in range(kv.num_layers) for n in io.past_names(layer)]
+        self._present = [n for layer in range(kv.num_layers) for n in io.present_names(layer)]
+        self.runs = {"prefill": 0, "decode": 0}
+        self.reset()
+
+    def reset(self) -> None:
+        self.length = 0
+
+    def forward(self, ids, last_only: bool = True) -> np.ndarray:
+        """Run `ids` after the cached tokens; logits (vocab,) of the last one, or (n, vocab) for all."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        total = self.length + len(ids)
+        if total > self.context_length:
+            raise GenerationError(
+                f"sequence of {total} tokens exceeds the NPU package's context of {self.context_length} "
+                f"(fixed at export: --context); shorten the prompt or lower --max-new-tokens")
+        rows = []
+        start = 0
+        while start < len(ids):
+            left = len(ids) - start
+            chunk = self.static.chunk
+            if left > 1 and self.length + chunk <= self.context_length:
+                logits = self._run(self.prefill, ids[start:start + chunk], chunk)
+                take = min(chunk, left)
+            else:
+                logits, take = self._run(self.decode, ids[start:start + 1], 1), 1
+            rows.append(logits[:take])
+            start += take
+            self.length += take
+        out = np.concatenate(rows) if len(rows) > 1 else rows[0]
+        return out[-1] if last_only else out
+
+    def _run(self, session, ids: np.ndarray, n: int) -> np.ndarray:
+        """One run of a graph taking `n` tokens (ids padded to n); writes the real tokens' K/V to the cache."""
+        pos, ctx, real = self.length, self.context_length, len(ids)
+        padded = np.zeros((1, n), dtype=np.int64)
+        padded[0, :real] = ids
+        feeds = {self.manifest.io.input_ids: padded, **self._positions(pos, n)}
+        for name, buf in zip(self._past, self.cache):
+            feeds[name] = np.ascontiguousarray(buf[:, :, : ctx - n])  # (1, kv, ctx - n, hd)
+        logits, *present = session.run([self.manifest.io.logits] + self._present, feeds)
+        for buf, new in zip(self.cache, present):
+            buf[:, :, pos:pos + real] = new[:, :, :real]
+        self.runs["prefill" if n > 1 else "decode"] += 1
+        return logits[0]  # (n, vocab)
+
+    def _positions(self, pos: int, n: int) -> dict:
+        """cos/sin rows for positions pos..pos+n-1 and the additive mask (1, 1, n, ctx)."""
+        s, ctx = self.static, self.context_length
+        rows = np.minimum(np.arange(pos, pos + n), ctx - 1)  # padded rows beyond the context reuse the last
+        mask = np.full((1, 1, n, ctx), s.mask_value, dtype=np.float32)
+        mask[..., : min(pos, ctx - n)] = 0.0  # cached tokens: past slots 0..pos-1
+        new = np.tril(np.ones((n, n), dtype=bool))  # new token j sees new tokens 0..j
+        mask[0, 0, :, ctx - n:][new] = 0.0
+        return {s.cos: self.rotary[0, rows][None], s.sin: self.rotary[1, rows][None], s.mask: mask}
