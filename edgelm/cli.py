@@ -28,7 +28,8 @@ def _cmd_export(args) -> int:
     )
     npu = NpuConfig(**_given(args, context="context", chunk="chunk", activations="activations",
                              weights="qdq_weights", calibration_samples="calibration_samples"),
-                    **({"compile": False} if args.no_compile else {}))
+                    **({"compile": False} if args.no_compile else {}),
+                    **({"per_channel": False} if args.per_tensor else {}))
     if args.target == "npu-qnn" and args.quant:
         raise UsageError("--quant is for the cpu target; npu-qnn packages are QDQ (see --activations/--qdq-weights)")
     config = ExportConfig(
@@ -240,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     npu.add_argument("--qdq-weights", help=f"QDQ weight type (default {nd['weights']})")
     npu.add_argument("--calibration-samples", type=int,
                      help=f"corpus windows for calibration (default {nd['calibration_samples']})")
+    npu.add_argument("--per-tensor", action="store_true",
+                     help="one scale per weight tensor instead of per output channel (less accurate)")
     npu.add_argument("--no-compile", action="store_true",
                      help="do not compile the QNN EP-context binaries at export (they compile on first load)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")

@@ -59,19 +59,28 @@ def describe_partitions(path: str) -> list[str]:
     return lines
 
 
+def _static_line(s) -> str:
+    line = f": {s.prefill_file} ({s.chunk} tokens/run) + {s.decode_file} (1 token/run), static shapes"
+    if s.compiled_nodes:
+        nodes = ", ".join(f"{role} {n} nodes" for role, n in s.compiled_nodes.items())
+        line += f"; compiled at export on {s.context_provider} in strict mode ({nodes}, all on {s.context_provider})"
+    return line
+
+
 def describe_package(path: str) -> str:
     m = Manifest.load(path)
     m.verify(path)
     q = m.quantization
     quant = q.mode + (f" ({q.method}, {q.bits} bits, block {q.block_size}, "
                       f"{'symmetric' if q.symmetric else 'asymmetric'}, accuracy level {q.accuracy_level})"
-                      if q.method == "MatMulNBits" else "")
+                      if q.method == "MatMulNBits" else f" ({q.method})" if q.method else "")
     kv = m.kv_cache
     lines = [
         f"package      {path} (format {m.format_version})",
         f"model        {m.architecture} ({m.model_type}) from {m.source.get('model', '?')}",
         f"quantization {quant}",
         f"context      {m.context_length} tokens, vocab {m.vocab_size}",
+        f"target       {m.target}" + (_static_line(m.static) if m.static else ""),
         f"kv cache     {kv.num_layers} layers x {kv.num_kv_heads} kv heads x {kv.head_dim} dims, {kv.dtype}",
         f"eos ids      {list(m.generation.eos_token_ids)}, add BOS: {m.generation.add_bos}",
         f"chat         {'template present' if m.chat_template else 'no template'}",

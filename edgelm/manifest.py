@@ -86,6 +86,7 @@ class StaticGraphs:
     # graph compilation; it is only valid for the provider and device it was compiled for
     context_models: dict[str, str] = field(default_factory=dict)
     context_provider: str = "qnn"
+    compiled_nodes: dict[str, int] = field(default_factory=dict)  # role -> graph nodes on that provider at export
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,12 @@ class NpuConfig:
     context: int = 512  # positions the graphs attend over (prompt + generated), fixed at export
     chunk: int = 64  # prompt tokens per prefill run
     activations: str = "uint16"  # QDQ activation type (a16)
-    weights: str = "uint8"  # QDQ weight type (w8); QNN takes MatMul weights per-tensor only
-    calibration_samples: int = 4  # corpus windows run through the fp32 pair
+    weights: str = "int8"  # QDQ type of the linears' weights (w8); int4 halves them
+    per_channel: bool = True  # one scale per output channel (the HTP takes them on MatMul), else per tensor
+    calibration_samples: int = 8  # corpus windows run through the fp32 pair (every other one as a chat)
     calibration_decode: int = 16  # greedy tokens generated after each window
     widen: float = 1.5  # activation ranges widened by this factor (not the mask, cos/sin, [0,1] tensors)
+    smooth_kv: float = 1.0  # flatten K/V channel ranges (exponent; 0 = off): the HTP reads them at 8 bits
     compile: bool = True  # compile the QNN EP-context binaries at export when onnxruntime-qnn is present
 
 

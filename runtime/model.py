@@ -74,8 +74,11 @@ class Model:
         static = self.manifest.static
         compiled = static.context_models.get(role) if static and static.context_provider == self.provider.spec.name else None
         if compiled and (self.path / compiled).is_file():
-            name, context_cache = compiled, None
-        elif context_cache is not None:  # one cache per graph: a re-exported package never meets a stale one
+            try:
+                return create_session(self.path / compiled, self.provider, threads, strict, provider_options)
+            except PackageError as exc:  # e.g. compiled for another SoC or QNN version: compile the graph
+                warnings.warn(f"{compiled} does not load here ({exc}); compiling {name} instead", stacklevel=3)
+        if context_cache is not None:  # one cache per graph: a re-exported package never meets a stale one
             entry = self.manifest.files.get(name)
             context_cache = Path(context_cache) / (entry.sha256[:16] if entry else "unhashed")
         return create_session(self.path / name, self.provider, threads, strict, provider_options, context_cache)

@@ -53,7 +53,9 @@ class ProviderFallback(EdgeLMError):
     def __init__(self, report: Partition):
         self.report = report
         ops = Counter(op for op, _ in report.fallback)
-        names = ", ".join(f"{op} ({name})" for op, name in report.fallback[:8])
+        # the ops the provider rejects first; Q/DQ nodes around them only follow them to the CPU
+        nodes = sorted(report.fallback, key=lambda f: f[0] in ("QuantizeLinear", "DequantizeLinear"))
+        names = ", ".join(f"{op} ({name})" for op, name in nodes[:8])
         more = f" and {len(report.fallback) - 8} more" if len(report.fallback) > 8 else ""
         super().__init__(
             f"strict mode: {len(report.fallback)} of {report.total} nodes would fall back from "

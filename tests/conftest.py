@@ -36,6 +36,19 @@ class Builds:
             self.cache[key] = out
         return self.cache[key]
 
+    def npu(self, preset: str, context: int = 64, chunk: int = 16) -> Path:
+        """An npu-qnn package (static QDQ pair, compiled on the QNN HTP simulator)."""
+        key = ("npu", preset, context, chunk)
+        if key not in self.cache:
+            from edgelm.export import ExportConfig, export_model
+            from edgelm.export.config import NpuConfig
+
+            out = self.base / f"{preset}-npu-{context}-{chunk}"
+            config = ExportConfig(target="npu-qnn", npu=NpuConfig(context=context, chunk=chunk), progress=False)
+            export_model(self.source(preset), out, config)
+            self.cache[key] = out
+        return self.cache[key]
+
     def source(self, preset: str) -> Path:
         return self.smollm2_hf() if preset == "smollm2" else self.hf(preset)
 

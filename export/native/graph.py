@@ -21,7 +21,7 @@ class GraphBuilder:
         self.folder, self.model_file = folder, model_file
         self.data_name = f"{model_file}.data"
         self._data = open(folder / self.data_name, "wb")
-        self.nodes, self.inputs, self.outputs, self.initializers = [], [], [], []
+        self.nodes, self.inputs, self.outputs, self.initializers, self.value_info = [], [], [], [], []
         self.total_bytes = 0
         self.gather_only_bytes = 0  # tables read one row per token (embeddings)
 
@@ -77,12 +77,21 @@ class GraphBuilder:
         self.outputs.append(helper.make_tensor_value_info(name, dtype, shape))
         return name
 
+    def typed(self, name: str, dtype) -> str:
+        """Declare the element type of an intermediate tensor (for tools whose shape inference stops at
+        onnxruntime's contrib ops)."""
+        from onnx import helper
+
+        self.value_info.append(helper.make_tensor_value_info(name, dtype, None))
+        return name
+
     def save(self, opset: int = 21) -> Path:
         import onnx
         from onnx import helper
 
         self._data.close()
-        graph = helper.make_graph(self.nodes, "edgelm-decoder", self.inputs, self.outputs, self.initializers)
+        graph = helper.make_graph(self.nodes, "edgelm-decoder", self.inputs, self.outputs, self.initializers,
+                                  value_info=self.value_info)
         model = helper.make_model(
             graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid("com.microsoft", 1)],
             producer_name="edgelm-native",

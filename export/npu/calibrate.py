@@ -24,8 +24,10 @@ EXACT_INPUTS = (COS, SIN, MASK)
 class RangeRecorder:
     """Wraps an fp32 session whose graph outputs every float tensor; records their (min, max)."""
 
-    def __init__(self, session, ranges: dict[str, list[float]]):
+    def __init__(self, session, ranges: dict[str, list[float]], channel_max: dict[str, np.ndarray],
+                 channel_suffixes: tuple[str, ...]):
         self.session, self.ranges = session, ranges
+        self.channel_max, self.channel_suffixes = channel_max, channel_suffixes
         self.names = [o.name for o in session.get_outputs()]
         self.first_feeds: dict | None = None  # one real input, for the quantizer's own calibration pass
 
@@ -39,6 +41,10 @@ class RangeRecorder:
         for name, value in zip(self.names, values):
             if value.dtype == np.float32:
                 self._add(name, value)
+            if name.endswith(self.channel_suffixes):  # (1, heads, N, hd) -> max |x| per (head, channel)
+                m = np.abs(value).max(axis=(0, 2))
+                old = self.channel_max.get(name)
+                self.channel_max[name] = m if old is None else np.maximum(old, m)
         by_name = dict(zip(self.names, values))
         return [by_name[n] for n in outputs]
 
@@ -67,19 +73,20 @@ def with_all_outputs(path: Path, out: Path) -> Path:
 
 
 def calibrate(graphs: dict[str, Path], decoder_factory, token_windows: list[list[int]], decode_tokens: int,
-              progress=None) -> tuple[dict[str, list[float]], dict[str, dict]]:
+              progress=None, channel_suffixes: tuple[str, ...] = ()) -> tuple[dict, dict, dict]:
     """Run every window through the pair; return (tensor name -> [min, max] over both graphs, one feed per
-    graph)."""
+    graph, tensor name -> per-channel max |x| for the tensors named by `channel_suffixes`)."""
     import onnxruntime as ort
 
     ranges: dict[str, list[float]] = {}
+    channel_max: dict[str, np.ndarray] = {}
     sessions = {}
     for role, path in graphs.items():
         full = with_all_outputs(path, path.with_name(f"{path.stem}.calib.onnx"))
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
         sessions[role] = RangeRecorder(ort.InferenceSession(str(full), opts, providers=["CPUExecutionProvider"]),
-                                       ranges)
+                                       ranges, channel_max, channel_suffixes)
     decoder = decoder_factory(sessions)
     for window in token_windows:
         decoder.reset()
@@ -94,7 +101,7 @@ def calibrate(graphs: dict[str, Path], decoder_factory, token_windows: list[list
     if missing:
         raise QuantizationError(f"calibration never ran the {', '.join(missing)} graph; give longer calibration "
                                 "windows (more tokens than one prefill chunk, and decode steps)")
-    return ranges, {role: s.first_feeds for role, s in sessions.items()}
+    return ranges, {role: s.first_feeds for role, s in sessions.items()}, channel_max
 
 
 def range_overrides(ranges: dict[str, list[float]], producers: dict[str, str], widen: float) -> dict:

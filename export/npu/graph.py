@@ -61,14 +61,19 @@ def rotary_table(arch: ArchSpec, context: int) -> np.ndarray:
 
 
 class StaticDecoderBuilder:
-    def __init__(self, arch: ArchSpec, reader: SafetensorsReader, folder: Path, model_file: str, shape: StaticShape):
+    def __init__(self, arch: ArchSpec, reader: SafetensorsReader, folder: Path, model_file: str, shape: StaticShape,
+                 smoothing: dict | None = None):
         self.arch, self.reader, self.shape = arch, reader, shape
+        self.smoothing = smoothing or {}  # layer -> (ck, cv), see smoothing_factors
         self.g = GraphBuilder(folder, model_file)
 
     # -- small helpers -----------------------------------------------------------------------------
     def op(self, op: str, inputs: list[str], name: str, **attrs) -> str:
+        """One node with one float output (every node output in this graph is float)."""
+        from onnx import TensorProto
+
         (out,) = self.g.node(op, inputs, [f"{name}/out"], name=f"{name}/{op}", **attrs)
-        return out
+        return self.g.typed(out, TensorProto.FLOAT)
 
     def const(self, name: str, value) -> str:
         return self.g.constant(name, np.asarray(value))
@@ -83,7 +88,7 @@ class StaticDecoderBuilder:
         name = self.arch.tensor(role, layer)
         return self.reader.get(name) if name in self.reader else None
 
-    def linear(self, x: str, weight: np.ndarray, name: str, bias: np.ndarray | None = None) -> str:
+    def linear(self, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
         """x @ weight.T (+ bias); weight is HF's (out, in)."""
         w = self.g.weight(f"{name}.weight", np.ascontiguousarray(weight.T))
         y = self.op("MatMul", [x, w], name)
@@ -92,14 +97,14 @@ class StaticDecoderBuilder:
         return y
 
     def rms_norm(self, x: str, role: str, layer: int | None, name: str) -> str:
-        """x / sqrt(mean(x^2) + eps) * weight."""
-        sq = self.op("Mul", [x, x], f"{name}/square")
-        axes = self.shape_const(f"{name}/axes", [-1])
-        mean = self.op("ReduceMean", [sq, axes], f"{name}/mean", keepdims=1)
-        eps = self.const(f"{name}/eps", np.array(self.arch.rms_norm_eps, dtype=np.float32))
-        root = self.op("Sqrt", [self.op("Add", [mean, eps], f"{name}/eps_add")], f"{name}/root")
-        normed = self.op("Div", [x, root], f"{name}/scale")
-        return self.op("Mul", [normed, self.g.weight(f"{name}.weight", self.w(role, layer))], f"{name}/weight")
+        """x / sqrt(mean(x^2) + eps) * weight as one SimplifiedLayerNormalization (QNN's RmsNorm).
+
+        Not decomposed: the residual stream carries massive activations at a few positions (the first
+        token's reach the hundreds), so a quantized x*x would need a range where every other row's
+        squares round to zero."""
+        w = self.g.weight(f"{name}.weight", self.w(role, layer))
+        return self.op("SimplifiedLayerNormalization", [x, w], name, axis=-1, epsilon=self.arch.rms_norm_eps,
+                       stash_type=1)
 
     def heads(self, x: str, count: int, name: str) -> str:
         """(1, N, count*hd) -> (1, count, N, hd)."""
@@ -126,11 +131,11 @@ class StaticDecoderBuilder:
         a, g, n, ctx = self.arch, self.g, self.shape.tokens, self.shape.context
         H, kv, hd = a.num_heads, a.num_kv_heads, a.head_dim
         group = H // kv
-        scale = 1.0 / math.sqrt(hd)  # folded into q's weight and bias
-        q_bias = self.maybe("q_bias", i)
-        q = self.linear(h, self.w("q", i) * scale, f"{p}/attn/q_proj", None if q_bias is None else q_bias * scale)
-        k = self.linear(h, self.w("k", i), f"{p}/attn/k_proj", self.maybe("k_bias", i))
-        v = self.linear(h, self.w("v", i), f"{p}/attn/v_proj", self.maybe("v_bias", i))
+        ck, cv = self.smoothing.get(i, (np.ones((kv, hd), np.float32),) * 2)  # (kv, hd) each
+        q_scale = np.repeat(ck, group, axis=0).reshape(-1, 1) / math.sqrt(hd)  # 1/sqrt(hd) folded in too
+        q, k, v = (self.linear(h, *_scaled(self.w(role, i), self.maybe(f"{role}_bias", i), rows), f"{p}/attn/{role}_proj")
+                   for role, rows in (("q", q_scale), ("k", 1 / ck.reshape(-1, 1)), ("v", 1 / cv.reshape(-1, 1))))
+        # (1, N, H*hd), (1, N, kv*hd), (1, N, kv*hd)
         q = self.rotary(self.heads(q, H, f"{p}/attn/q"), f"{p}/attn/q_rotary")  # (1, H, N, hd)
         k = self.rotary(self.heads(k, kv, f"{p}/attn/k"), f"{p}/attn/k_rotary")  # (1, kv, N, hd)
         v = self.heads(v, kv, f"{p}/attn/v")
@@ -142,6 +147,8 @@ class StaticDecoderBuilder:
         values = self.op("Concat", [past_v, v], f"{p}/attn/values", axis=2)
         q_grouped = self.op("Reshape", [q, self.shape_const(f"{p}/attn/group_shape", [1, kv, group * n, hd])],
                             f"{p}/attn/q_grouped")
+        # K is the second MatMul input: the HTP takes that one at 8 bits (measured: a 16-bit x 16-bit
+        # MatMul errs like 16 x 8 there), so K and V are the tensors channel smoothing flattens
         keys_t = self.op("Transpose", [keys], f"{p}/attn/keys_t", perm=[0, 1, 3, 2])  # (1, kv, hd, CTX)
         scores = self.op("MatMul", [q_grouped, keys_t], f"{p}/attn/scores")  # (1, kv, G*N, CTX)
         per_head = self.op("Reshape", [scores, self.shape_const(f"{p}/attn/head_shape", [1, H, n, ctx])],
@@ -155,13 +162,14 @@ class StaticDecoderBuilder:
         ctx_out = self.op("Transpose", [ctx_out], f"{p}/attn/context_t", perm=[0, 2, 1, 3])  # (1, N, H, hd)
         ctx_out = self.op("Reshape", [ctx_out, self.shape_const(f"{p}/attn/merge_shape", [1, n, H * hd])],
                           f"{p}/attn/merged")
-        return self.linear(ctx_out, self.w("o", i), f"{p}/attn/o_proj")
+        o_weight = self.w("o", i) * np.repeat(cv, group, axis=0).reshape(1, -1)  # undo V's smoothing: (hidden, H*hd)
+        return self.linear(ctx_out, o_weight, None, f"{p}/attn/o_proj")
 
     def mlp(self, h: str, i: int, p: str) -> str:
-        gate = self.linear(h, self.w("gate", i), f"{p}/mlp/gate_proj")
-        up = self.linear(h, self.w("up", i), f"{p}/mlp/up_proj")
+        gate = self.linear(h, self.w("gate", i), None, f"{p}/mlp/gate_proj")
+        up = self.linear(h, self.w("up", i), None, f"{p}/mlp/up_proj")
         act = self.op("Mul", [gate, self.op("Sigmoid", [gate], f"{p}/mlp/sigmoid")], f"{p}/mlp/silu")
-        return self.linear(self.op("Mul", [act, up], f"{p}/mlp/prod"), self.w("down", i), f"{p}/mlp/down_proj")
+        return self.linear(self.op("Mul", [act, up], f"{p}/mlp/prod"), self.w("down", i), None, f"{p}/mlp/down_proj")
 
     # -- the model -----------------------------------------------------------------------------
     def build(self, progress=None) -> Path:
@@ -187,16 +195,45 @@ class StaticDecoderBuilder:
             if progress is not None:
                 progress.update(1)
         normed = self.rms_norm(x, "final_norm", None, "/model/norm")
-        logits = self.linear(normed, table if tied else self.w("lm_head"), "/lm_head")
+        logits = self.linear(normed, table if tied else self.w("lm_head"), None, "/lm_head")
         g.node("Identity", [logits], [g.output(STATIC_IO.logits, T.FLOAT, [1, n, a.vocab_size])],
                name="/lm_head/Identity")
         return g.save()
 
 
+def _scaled(weight: np.ndarray, bias: np.ndarray | None, rows: np.ndarray) -> tuple:
+    """(weight, name-less bias) with output channel j multiplied by rows[j], in `linear`'s argument order."""
+    return weight * rows, None if bias is None else bias * rows[:, 0]
+
+
+KEYS_TENSOR = "/attn/k_rotary/sum/out"  # (1, kv, N, hd): keys as cached
+VALUES_TENSOR = "/attn/v/heads/out"
+
+
+def smoothing_factors(channel_max: dict[str, np.ndarray], arch: ArchSpec, alpha: float) -> dict:
+    """Per layer (ck, cv), each (kv, hd): divide K and V channels by them so that every channel spans about
+    the same range (the 8-bit side of the HTP's MatMuls); q and o_proj absorb the inverse, so the model
+    computes the same function. A rotary pair (d, d + hd/2) shares one factor, so rotary still commutes."""
+    half = arch.head_dim // 2
+    out = {}
+    for i in range(arch.num_layers):
+        k = channel_max[f"/model/layers.{i}{KEYS_TENSOR}"]
+        k = np.tile(np.maximum(k[:, :half], k[:, half:]), 2)
+        v = channel_max[f"/model/layers.{i}{VALUES_TENSOR}"]
+        out[i] = tuple(_flatten(m, alpha) for m in (k, v))
+    return out
+
+
+def _flatten(channel_max: np.ndarray, alpha: float) -> np.ndarray:
+    m = np.maximum(channel_max, 1e-6)
+    mean = np.exp(np.log(m).mean(axis=-1, keepdims=True))  # geometric mean per head
+    return np.clip((m / mean) ** alpha, 1e-2, 1e2).astype(np.float32)
+
+
 def build_static(arch: ArchSpec, source_path: Path, folder: Path, model_file: str, shape: StaticShape,
-                 progress=None) -> Path:
+                 progress=None, smoothing: dict | None = None) -> Path:
     """Write the fp32 static graph for `shape` to folder/model_file (+ .data)."""
-    builder = StaticDecoderBuilder(arch, SafetensorsReader(source_path), folder, model_file, shape)
+    builder = StaticDecoderBuilder(arch, SafetensorsReader(source_path), folder, model_file, shape, smoothing)
     try:
         return builder.build(progress)
     finally:

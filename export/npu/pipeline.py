@@ -1,6 +1,6 @@
 """`--target npu-qnn`: HF folder -> static fp32 graph pair -> shared calibration -> QDQ pair -> EP-context.
 
-    safetensors ─> prefill fp32 (N=chunk) ─┐                         ┌─> prefill.onnx (QDQ) ─┐
+    safetensors ─> prefill fp32 (N=chunk) ─┐                         ┌─> prefill.onnx (QDQ) ─┐  (one weights.data)
                └─> decode fp32 (N=1) ──────┼─> calibrate (CPU, both) ┤                       ├─> compile on
                                            │   one set of ranges ────┴─> decode.onnx (QDQ) ──┘   QNN (strict)
     rotary table ─> rotary.npy ────────────┘
@@ -21,7 +21,9 @@ import numpy as np
 from edgelm.errors import ExportError, ProviderUnavailable
 from edgelm.export.config import NpuConfig
 from edgelm.export.npu.calibrate import calibrate, range_overrides
-from edgelm.export.npu.graph import STATIC_IO, StaticShape, build_static, rotary_table
+from edgelm.export.npu.graph import (KEYS_TENSOR, STATIC_IO, VALUES_TENSOR, StaticShape, build_static,
+                                     rotary_table, smoothing_factors)
+from edgelm.export.npu.shared_data import share_external_data
 from edgelm.export.npu.qdq import QdqScheme, producers, quant_type, quantize_graph
 from edgelm.manifest import Quantization, StaticGraphs
 
@@ -32,65 +34,101 @@ ROTARY_FILE = "rotary.npy"
 def check_npu_config(npu: NpuConfig) -> None:
     """Cheap checks before any work."""
     quant_type(npu.activations), quant_type(npu.weights)
+    if npu.per_channel and not npu.weights.startswith("int"):
+        raise ExportError(f"per-channel weights are signed: use --qdq-weights int8 or int4 (got {npu.weights}), "
+                          "or --per-tensor")
     if npu.chunk < 2 or npu.context <= npu.chunk:
         raise ExportError(f"--chunk must be at least 2 and below --context (got chunk {npu.chunk}, "
                           f"context {npu.context})")
 
 
 def export_npu_qnn(source, stage: Path, npu: NpuConfig, progress: bool = True) -> tuple[StaticGraphs, Quantization]:
-    """Write prefill.onnx, decode.onnx (QDQ), rotary.npy and, when QNN is here, their EP-context models."""
+    """Write prefill.onnx, decode.onnx (QDQ, sharing weights.data), rotary.npy and, when QNN is here, their
+    EP-context models."""
     arch = source.arch
     if npu.context > arch.context_length:
         raise ExportError(f"--context {npu.context} exceeds the model's {arch.context_length} positions")
+    if arch.sliding_window and npu.context > arch.sliding_window:  # the static graphs attend over everything
+        raise ExportError(f"--context {npu.context} exceeds the model's attention window {arch.sliding_window}; "
+                          f"export with --context {arch.sliding_window} or less")
     work = stage / ".work"
     work.mkdir()
     bars = _Bars(progress)
-    fp32 = {}
-    with bars("build fp32 graphs", 2 * arch.num_layers, "layer") as bar:
-        for role, n in zip(ROLES, (npu.chunk, 1)):
-            fp32[role] = build_static(arch, source.path, work, f"{role}.onnx", StaticShape(n, npu.context), bar)
-    np.save(stage / ROTARY_FILE, rotary_table(arch, npu.context))
     static = StaticGraphs("prefill.onnx", "decode.onnx", npu.chunk, npu.context, ROTARY_FILE)
     manifest = SimpleNamespace(static=static, kv_cache=arch.kv_cache(), io=STATIC_IO)
+    np.save(stage / ROTARY_FILE, rotary_table(arch, npu.context))
+    windows = calibration_windows(source, npu)
 
     from edgelm.runtime.static import StaticDecoder
 
-    windows = calibration_windows(source, npu)
-    with bars("calibrate", len(windows), "window") as bar:
-        ranges, samples = calibrate(fp32, lambda s: StaticDecoder(s, manifest, stage), windows,
-                                    npu.calibration_decode, bar)
+    def build_and_calibrate(step: str, smoothing: dict | None, channels: tuple[str, ...] = ()):
+        fp32, folder = {}, work / step.replace("/", "of")
+        folder.mkdir()
+        with bars(f"{step}: fp32 graphs", 2 * arch.num_layers, "layer") as bar:
+            for role, n in zip(ROLES, (npu.chunk, 1)):
+                fp32[role] = build_static(arch, source.path, folder, f"{role}.onnx", StaticShape(n, npu.context), bar,
+                                          smoothing)
+        with bars(f"{step}: calibrate", len(windows), "window") as bar:
+            return fp32, *calibrate(fp32, lambda s: StaticDecoder(s, manifest, stage), windows,
+                                    npu.calibration_decode, bar, channels)
+
+    smoothing = None
+    if npu.smooth_kv:  # a first pass measures K/V channel ranges, the second builds with them flattened
+        *_, channel_max = build_and_calibrate("1/2", None, (KEYS_TENSOR, VALUES_TENSOR))
+        smoothing = smoothing_factors(channel_max, arch, npu.smooth_kv)
+    fp32, ranges, samples, _ = build_and_calibrate("2/2" if smoothing else "1/1", smoothing)
     overrides = range_overrides(ranges, producers(fp32["prefill"]), npu.widen)
-    scheme = QdqScheme(npu.activations, npu.weights)
+    scheme = QdqScheme(npu.activations, npu.weights, npu.per_channel)
     with bars(f"quantize QDQ {scheme.label}", len(ROLES), "graph") as bar:
         for role in ROLES:
             quantize_graph(fp32[role], stage / f"{role}.onnx", samples[role], overrides, scheme)
             bar.update(1)
+    share_external_data(stage, [f"{role}.onnx" for role in ROLES])  # identical quantized weights, stored once
     shutil.rmtree(work)
     if npu.compile:
         static = _compile(stage, static, bars)
-    quant = Quantization(mode="qdq", method=f"QDQ {scheme.label} (per-tensor weights)",
-                         bits=int("".join(c for c in npu.weights if c.isdigit())))
+    quant = Quantization(mode="qdq", method=scheme.describe(), bits=scheme.weight_bits, symmetric=npu.per_channel)
     return static, quant
 
 
 def calibration_windows(source, npu: NpuConfig) -> list[list[int]]:
-    """`calibration_samples` windows of the shipped corpus, each a bit over two prefill chunks (so full and
-    padded chunks are both seen), spread over the text."""
+    """`calibration_samples` token windows of the shipped corpus, each a bit over two prefill chunks (so full
+    and padded chunks are both seen). Every other window is wrapped in the model's chat template, when it
+    has one: the first tokens of a sequence set the residual stream's massive activations, so calibration
+    must start sequences the way use does."""
     from tokenizers import Tokenizer
 
     from edgelm.data import CORPUS
+    from edgelm.runtime.chat import render_chat
 
-    ids = Tokenizer.from_file(str(source.path / "tokenizer.json")).encode(CORPUS.read_text(encoding="utf-8")).ids
+    tokenizer = Tokenizer.from_file(str(source.path / "tokenizer.json"))
+    lines = [ln for ln in CORPUS.read_text(encoding="utf-8").splitlines() if ln.strip()]
     length = max(2, min(npu.context - npu.calibration_decode, 2 * npu.chunk + npu.chunk // 2))
-    ids = ids * (1 + length // max(len(ids), 1))  # a tiny corpus wraps around
-    step = max(1, (len(ids) - length) // max(npu.calibration_samples, 1))
-    return [ids[i * step: i * step + length] for i in range(npu.calibration_samples)]
+    template = source.chat_template()
+    windows = []
+    for i in range(npu.calibration_samples):
+        start = (i * len(lines)) // max(npu.calibration_samples, 1)
+        text = " ".join(lines[start:] + lines[:start])  # from line `start`, wrapping around
+        if template and i % 2 == 0:
+            prompt = render_chat(template, [{"role": "user", "content": text}], bos_token=_token(source, "bos"),
+                                 eos_token=_token(source, "eos"))
+            ids = tokenizer.encode(prompt, add_special_tokens=False).ids
+        else:
+            ids = tokenizer.encode(text).ids
+        windows.append((ids * (1 + length // max(len(ids), 1)))[:length])
+    return windows
+
+
+def _token(source, kind: str) -> str:
+    value = source.tokenizer_config.get(f"{kind}_token")
+    return (value.get("content") if isinstance(value, dict) else value) or ""
 
 
 def _compile(stage: Path, static: StaticGraphs, bars) -> StaticGraphs:
     """Compile both graphs on QNN in strict mode, keeping the EP-context models; skip if QNN is absent."""
     from dataclasses import replace
 
+    from edgelm.runtime.partition import partition_of
     from edgelm.runtime.providers import resolve
     from edgelm.runtime.session import create_session
 
@@ -98,13 +136,14 @@ def _compile(stage: Path, static: StaticGraphs, bars) -> StaticGraphs:
         qnn = resolve("qnn")
     except ProviderUnavailable:
         return static  # compiled on first load instead (--context-cache)
-    compiled = {}
+    compiled, nodes = {}, {}
     with bars("compile on QNN", len(ROLES), "graph") as bar:
-        for role in ROLES:
-            create_session(stage / f"{role}.onnx", qnn, strict=True, context_cache=stage)
+        for role in ROLES:  # strict: a node the HTP rejects raises ProviderFallback, naming it
+            session = create_session(stage / f"{role}.onnx", qnn, strict=True, context_cache=stage)
+            nodes[role] = partition_of(session, qnn.spec.ort_name).on_requested()
             compiled[role] = f"{role}.{qnn.spec.name}_ctx.onnx"
             bar.update(1)
-    return replace(static, context_models=compiled)
+    return replace(static, context_models=compiled, compiled_nodes=nodes)
 
 
 class _Bars:

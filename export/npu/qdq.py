@@ -21,11 +21,35 @@ _TYPES = {"uint8": "QUInt8", "uint16": "QUInt16", "int8": "QInt8", "int16": "QIn
 @dataclass(frozen=True)
 class QdqScheme:
     activations: str = "uint16"
-    weights: str = "uint8"
+    weights: str = "int8"
+    per_channel: bool = True  # linear weights: one scale per output channel (signed, symmetric), else one per tensor
 
     @property
-    def label(self) -> str:  # a16w8
-        return f"a{''.join(c for c in self.activations if c.isdigit())}w{''.join(c for c in self.weights if c.isdigit())}"
+    def weight_bits(self) -> int:
+        return int("".join(c for c in self.weights if c.isdigit()))
+
+    @property
+    def label(self) -> str:  # e.g. a16w8
+        return f"a{''.join(c for c in self.activations if c.isdigit())}w{self.weight_bits}"
+
+    def describe(self) -> str:
+        return f"QDQ {self.label}, {'per-channel' if self.per_channel else 'per-tensor'} linear weights"
+
+
+def weight_overrides(path: Path, scheme: QdqScheme) -> dict:
+    """Per-channel overrides for every MatMul weight (K, N): axis 1, signed and symmetric, as QNN requires.
+    (onnxruntime's QNN config would make MatMul weights per-tensor; the HTP takes per-channel ones.)"""
+    import onnx
+
+    if not scheme.per_channel:
+        return {}
+    if not scheme.weights.startswith("int"):
+        raise QuantizationError(f"per-channel weights must be signed (int8 or int4), not {scheme.weights}")
+    model = onnx.load(str(path), load_external_data=False)
+    constants = {t.name for t in model.graph.initializer}
+    qtype = quant_type(scheme.weights)
+    return {node.input[1]: [{"axis": 1, "quant_type": qtype, "symmetric": True}]
+            for node in model.graph.node if node.op_type == "MatMul" and node.input[1] in constants}
 
 
 def quant_type(name: str):
@@ -61,8 +85,11 @@ def quantize_graph(fp32: Path, out: Path, sample: dict[str, np.ndarray], overrid
     root = logging.getLogger()
     level, root.level = root.level, logging.ERROR  # the quantizer logs advice to the root logger; keep it quiet
     try:
+        overrides = {**overrides, **weight_overrides(fp32, scheme)}
+        # tensors other than the linears' weights (norm scales, the embedding table) stay per-tensor 8-bit
         config = get_qnn_qdq_config(str(fp32), OneSample(), activation_type=quant_type(scheme.activations),
-                                    weight_type=quant_type(scheme.weights), init_overrides=overrides)
+                                    weight_type=quant_type(scheme.weights if not scheme.per_channel else "uint8"),
+                                    init_overrides=overrides)
         config.use_external_data_format = True
         quantize(str(fp32), str(out), config)
     except QuantizationError:

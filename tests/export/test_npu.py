@@ -1,0 +1,184 @@
+"""`--target npu-qnn`: the static graph pair, its parity in fp32, and QDQ packages that run whole on the real
+QNN HTP simulator (onnxruntime-qnn) in strict mode."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from edgelm.errors import ExportError, GenerationError
+from edgelm.export.arch import get_arch
+from edgelm.export.npu.graph import STATIC_IO, StaticShape, build_static, rotary_table
+from edgelm.export.source import open_source
+from edgelm.manifest import Manifest, StaticGraphs
+from edgelm.runtime import load
+from edgelm.runtime.partition import ProviderFallback
+from edgelm.runtime.providers import resolve
+from edgelm.runtime.session import create_session
+from edgelm.runtime.static import StaticDecoder
+from tests.conftest import run_cli
+
+NPU_PRESETS = ["tiny-qwen2", "tiny-llama"]
+
+
+def _fp32_pair(hf, folder, context=64, chunk=16):
+    """The fp32 static pair on the CPU EP, driven by the runtime's StaticDecoder."""
+    from types import SimpleNamespace
+
+    src = open_source(hf)
+    for role, n in (("prefill", chunk), ("decode", 1)):
+        build_static(src.arch, src.path, folder, f"{role}.onnx", StaticShape(n, context))
+    np.save(folder / "rotary.npy", rotary_table(src.arch, context))
+    manifest = SimpleNamespace(static=StaticGraphs("prefill.onnx", "decode.onnx", chunk, context, "rotary.npy"),
+                               kv_cache=src.arch.kv_cache(), io=STATIC_IO)
+    cpu = resolve("cpu")
+    sessions = {role: create_session(folder / f"{role}.onnx", cpu) for role in ("prefill", "decode")}
+    return StaticDecoder(sessions, manifest, folder)
+
+
+@pytest.mark.parametrize("preset", ["tiny-qwen2", "tiny-llama", "tiny-mistral"])
+def test_static_fp32_graphs_match_pytorch(builds, torch_ref, tmp_path, preset):
+    decoder = _fp32_pair(builds.hf(preset), tmp_path)
+    ids = list(range(5, 45))  # 40 tokens: two full prefill chunks, one padded
+    logits = decoder.forward(ids, last_only=False)
+    assert decoder.runs == {"prefill": 3, "decode": 0}
+    assert np.abs(logits - torch_ref(preset).logits(ids)).max() < 1e-3
+    decoder.reset()
+    out, step = [], decoder.forward(ids[:10])
+    for _ in range(32):  # greedy through the one-token decode graph
+        out.append(int(step.argmax()))
+        step = decoder.forward([out[-1]])
+    assert out == torch_ref(preset).continuation(ids[:10], 32)
+
+
+def test_prefill_falls_back_to_decode_steps_near_the_end_of_the_context(builds, torch_ref, tmp_path):
+    decoder = _fp32_pair(builds.hf("tiny-llama"), tmp_path, context=32, chunk=12)
+    ids = list(range(5, 35))  # 30 tokens: chunks at 0 and 12; from 24 a chunk would overrun 32: 6 single steps
+    logits = decoder.forward(ids, last_only=False)
+    assert decoder.runs == {"prefill": 2, "decode": 6}
+    assert np.abs(logits - torch_ref("tiny-llama").logits(ids)).max() < 1e-3
+
+
+@pytest.mark.parametrize("preset", NPU_PRESETS)
+def test_npu_package_generates_entirely_on_the_qnn_htp_in_strict_mode(builds, torch_ref, preset):
+    package = builds.npu(preset)
+    manifest = Manifest.load(package)
+    assert manifest.target == "npu-qnn" and manifest.kv_cache.mode == "static"
+    assert manifest.quantization.mode == "qdq" and set(manifest.static.context_models) == {"prefill", "decode"}
+    model = load(package, ep="qnn")  # strict by default for an NPU package
+    p = model.partition
+    assert not p.fallback and p.on_requested() == p.total > 0, p.summary()
+    prompt = model.tokenizer.encode("The capital of France is Paris, a city on the river")  # > one chunk
+    assert len(prompt) > manifest.static.chunk
+    out = list(model.stream_ids(prompt, max_new_tokens=10, ignore_eos=True))
+    assert len(out) == 10
+    assert model.decoder.runs["prefill"] >= 2 and model.decoder.runs["decode"] >= 9
+    # Against PyTorch fp32, teacher-forced over the prompt and its 20-token greedy continuation. Measured
+    # here (a16w8 per-channel, HTP simulator): top-1 agreement 0.90 (qwen2) / 0.88 (llama), relative logit
+    # error 0.064 / 0.064 (onnxruntime's CPU QDQ kernels on the same graphs: 0.053 / 0.051). These random
+    # tiny models have flat logits, so top-1 flips easily; the bounds leave room for that.
+    seq = prompt + torch_ref(preset).continuation(prompt, 20)
+    reference = torch_ref(preset).logits(seq)
+    model.decoder.reset()
+    htp = model.decoder.forward(seq, last_only=False)
+    agreement = float((htp.argmax(-1) == reference.argmax(-1)).mean())
+    error = float(np.linalg.norm(htp - reference) / np.linalg.norm(reference))
+    print(f"{preset} on the HTP vs PyTorch fp32: top-1 agreement {agreement:.3f}, relative error {error:.3f}")
+    assert agreement >= 0.75 and error < 0.15
+
+
+def test_npu_package_through_the_cli(builds):
+    package = builds.npu("tiny-qwen2")
+    proc = run_cli("run", package, "--prompt", "Small language models", "--ep", "qnn", "--max-new-tokens", "8",
+                   "--ignore-eos", "--json", check=True)
+    import json
+
+    assert len(json.loads(proc.stdout)["token_ids"]) == 8
+    long_prompt = "word " * 80  # more tokens than the 64-position context
+    proc = run_cli("run", package, "--prompt", long_prompt, "--ep", "qnn", "--max-new-tokens", "2")
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("edgelm: error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "context length 64" in errors[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_prompt_longer_than_the_context_is_a_typed_error(builds):
+    model = load(builds.npu("tiny-llama"), ep="qnn")
+    with pytest.raises(GenerationError, match="context"):
+        list(model.stream_ids(list(range(5, 5 + 70)), max_new_tokens=2))
+    with pytest.raises(GenerationError, match="context of 64"):
+        model.decoder.forward(list(range(5, 5 + 70)))
+
+
+def test_context_models_compiled_at_export_match_the_qdq_graphs(builds):
+    package = builds.npu("tiny-llama")
+    static = Manifest.load(package).static
+    qnn = resolve("qnn")
+    feeds = _decode_feeds(Manifest.load(package))
+    compiled = create_session(package / static.context_models["decode"], qnn, strict=True).run(None, feeds)
+    fresh = create_session(package / static.decode_file, qnn, strict=True).run(None, feeds)
+    assert all(np.array_equal(a, b) for a, b in zip(compiled, fresh))
+
+
+def _decode_feeds(manifest):
+    kv, s = manifest.kv_cache, manifest.static
+    rng = np.random.default_rng(0)
+    feeds = {STATIC_IO.input_ids: np.array([[7]], dtype=np.int64),
+             s.cos: np.ones((1, 1, kv.head_dim), np.float32), s.sin: np.zeros((1, 1, kv.head_dim), np.float32),
+             s.mask: np.where(np.arange(s.context) < 5, 0.0, s.mask_value).astype(np.float32).reshape(1, 1, 1, -1)}
+    feeds[s.mask][..., -1] = 0.0
+    for layer in range(kv.num_layers):
+        for name in STATIC_IO.past_names(layer):
+            feeds[name] = rng.standard_normal((1, kv.num_kv_heads, s.context - 1, kv.head_dim)).astype(np.float32)
+    return feeds
+
+
+def test_ops_the_htp_rejects_fail_the_export_naming_them(builds, tmp_path, monkeypatch):
+    """A graph with an op QNN lacks (an int4 MatMulNBits down projection) stops the export at the strict
+    compile step, naming the nodes, and leaves nothing behind."""
+    from edgelm.export import ExportConfig, export_model
+    from edgelm.export.config import NpuConfig
+    from edgelm.export.native.quant import quantize_blockwise
+    from edgelm.export.npu.graph import StaticDecoderBuilder
+
+    def int4_down_mlp(self, h, i, p):
+        gate = self.linear(h, self.w("gate", i), None, f"{p}/mlp/gate_proj")
+        up = self.linear(h, self.w("up", i), None, f"{p}/mlp/up_proj")
+        act = self.op("Mul", [gate, self.op("Sigmoid", [gate], f"{p}/mlp/sigmoid")], f"{p}/mlp/silu")
+        q = quantize_blockwise(self.w("down", i), 4, 32, True)
+        codes, scales = (self.g.weight(f"{p}/mlp/down.{n}", a) for n, a in (("q", q.codes), ("s", q.scales)))
+        return self.op("MatMulNBits", [self.op("Mul", [act, up], f"{p}/mlp/prod"), codes, scales], f"{p}/mlp/down",
+                       domain="com.microsoft", K=q.k, N=q.n, bits=4, block_size=32)
+
+    monkeypatch.setattr(StaticDecoderBuilder, "mlp", int4_down_mlp)
+    out = tmp_path / "rejected"
+    config = ExportConfig(target="npu-qnn", npu=NpuConfig(context=32, chunk=8), progress=False)
+    with pytest.raises(ProviderFallback, match="MatMulNBits") as info:
+        export_model(builds.hf("tiny-llama"), out, config)
+    assert "/mlp/down/MatMulNBits" in str(info.value)
+    assert not out.exists() and not list(tmp_path.glob(".rejected*"))  # nothing half-written
+
+
+def test_bad_npu_options_fail_before_any_work(builds, tmp_path):
+    from edgelm.export import ExportConfig, export_model
+    from edgelm.export.config import NpuConfig
+
+    for npu, match in ((NpuConfig(context=16, chunk=16), "chunk"), (NpuConfig(activations="uint3"), "QDQ type"),
+                       (NpuConfig(context=4096), "exceeds the model")):
+        with pytest.raises(Exception, match=match) as info:
+            export_model(builds.hf("tiny-qwen2"), tmp_path / "bad", ExportConfig(target="npu-qnn", npu=npu,
+                                                                                 progress=False))
+        assert isinstance(info.value, (ExportError,)) or "QuantizationError" in type(info.value).__name__
+        assert not (tmp_path / "bad").exists()
+    proc = run_cli("export", builds.hf("tiny-qwen2"), "-o", tmp_path / "x", "--target", "npu-qnn", "--quant", "int4")
+    assert proc.returncode == 2 and "--quant is for the cpu target" in proc.stderr
+
+
+def test_a_stale_context_binary_falls_back_to_compiling(builds, tmp_path):
+    package = tmp_path / "pkg"
+    shutil.copytree(builds.npu("tiny-qwen2"), package)
+    static = Manifest.load(package).static
+    stale = package / static.context_models["decode"]
+    stale.write_bytes(b"x" * stale.stat().st_size)  # unreadable, as a binary built for another SoC would be
+    with pytest.warns(UserWarning, match="compiling decode.onnx instead"):
+        model = load(package, ep="qnn")
+    assert len(model.generate("Hello", max_new_tokens=3, ignore_eos=True).token_ids) == 3
