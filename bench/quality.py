@@ -26,9 +26,18 @@ PROMPTS = (
 )
 
 
+# Held out from everything edgelm ships (calibration reads the corpus), asked through the chat template
+CHAT_PROMPTS = (
+    "Write a short poem about the sea.",
+    "What are three uses of a paperclip?",
+    "Explain why the sky is blue in one sentence.",
+    "Give me a recipe idea with rice and eggs.",
+)
+
+
 @dataclass(frozen=True)
 class Quality:
-    perplexity: float
+    perplexity: float | None
     agreement: float | None = None
     reference: str | None = None
 
@@ -102,10 +111,10 @@ def open_reference(path: str | Path):
     raise BenchError(f"reference {path} is neither an edgelm package nor a Hugging Face model folder")
 
 
-def agreement(model, reference, prompts=PROMPTS, n: int = 32) -> float:
+def agreement(model, reference, prompts=PROMPTS, n: int = 32, chat: bool = False) -> float:
     hits = []
     for text in prompts:
-        ids = model.tokenizer.encode(text)
+        ids = model.encode_prompt(text, chat=chat)
         cont = reference.continuation(ids, n)
         want = reference.logits(ids + cont)[len(ids) - 1 : -1].argmax(-1)
         model.decoder.reset()
@@ -114,11 +123,15 @@ def agreement(model, reference, prompts=PROMPTS, n: int = 32) -> float:
     return float(np.mean(hits))
 
 
-def evaluate(package: str | Path, ref: str | Path | None = None, window: int = 256) -> Quality:
+def evaluate(package: str | Path, ref: str | Path | None = None, window: int = 256, ep: str = "cpu",
+             chat: bool = False, with_perplexity: bool = True) -> Quality:
+    """Perplexity and (with `ref`) agreement; `chat`: the agreement prompts are CHAT_PROMPTS through the
+    chat template instead of PROMPTS."""
     from edgelm.runtime import load
 
-    model = load(package)
-    ppl = perplexity(model, window=window)
+    model = load(package, ep=ep)
+    ppl = perplexity(model, window=window) if with_perplexity else None
     if ref is None:
         return Quality(ppl)
-    return Quality(ppl, agreement(model, open_reference(ref)), str(ref))
+    prompts = CHAT_PROMPTS if chat else PROMPTS
+    return Quality(ppl, agreement(model, open_reference(ref), prompts, chat=chat), str(ref))

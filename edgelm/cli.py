@@ -162,10 +162,13 @@ def _bench_compare(args) -> int:
 def _cmd_eval(args) -> int:
     from edgelm.bench.quality import evaluate
 
-    q = evaluate(args.package, args.ref, window=args.window)
-    print(f"perplexity {q.perplexity:.3f} (shipped corpus, windows of {args.window} tokens)")
+    q = evaluate(args.package, args.ref, window=args.window, ep=args.ep, chat=args.chat,
+                 with_perplexity=not args.no_perplexity)
+    if q.perplexity is not None:
+        print(f"perplexity {q.perplexity:.3f} (shipped corpus, windows of {args.window} tokens)")
     if q.agreement is not None:
-        print(f"greedy top-1 agreement with {q.reference}: {q.agreement:.3f}")
+        prompts = "held-out chat prompts" if args.chat else "plain prompts"
+        print(f"greedy top-1 agreement with {q.reference} ({prompts}, 32 tokens each): {q.agreement:.3f}")
     return 0
 
 
@@ -296,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("package")
     p.add_argument("--ref", metavar="REF", help="reference edgelm package or HF model folder")
     p.add_argument("--window", type=int, default=256, help="tokens per perplexity window (default 256)")
+    p.add_argument("--ep", default="cpu", help="execution provider running the package (default cpu)")
+    p.add_argument("--chat", action="store_true",
+                   help="agreement on held-out prompts through the chat template (not in the shipped corpus)")
+    p.add_argument("--no-perplexity", action="store_true", help="agreement only")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("info", help="providers, devices and versions; or a package's manifest and partition")

@@ -25,8 +25,8 @@ class NpuConfig:
     per_channel: bool = True  # one scale per output channel (the HTP takes them on MatMul), else per tensor
     calibration_samples: int = 8  # corpus windows run through the fp32 pair (every other one as a chat)
     calibration_decode: int = 16  # greedy tokens generated after each window
-    widen: float = 1.5  # activation ranges widened by this factor (not the mask, cos/sin, [0,1] tensors)
-    smooth_kv: float = 1.0  # flatten K/V channel ranges (exponent; 0 = off): the HTP reads them at 8 bits
+    widen: float = 1.5  # activation ranges widened by this factor (not the mask, cos/sin, [0,1], K/V tensors)
+    smooth_keys: float = 1.0  # flatten K's channel ranges (exponent; 0 = off): the HTP reads K at 8 bits
     compile: bool = True  # compile the QNN EP-context binaries at export when onnxruntime-qnn is present
 
 

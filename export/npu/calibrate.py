@@ -104,11 +104,13 @@ def calibrate(graphs: dict[str, Path], decoder_factory, token_windows: list[list
     return ranges, {role: s.first_feeds for role, s in sessions.items()}, channel_max
 
 
-def range_overrides(ranges: dict[str, list[float]], producers: dict[str, str], widen: float) -> dict:
-    """TensorQuantOverrides for onnxruntime's quantizer: every activation gets its shared (widened) range."""
+def range_overrides(ranges: dict[str, list[float]], producers: dict[str, str], widen: float,
+                    keep: tuple[str, ...] = ()) -> dict:
+    """TensorQuantOverrides for onnxruntime's quantizer: every activation gets its shared range, widened
+    unless it is exact or its name ends with one of `keep`."""
     overrides = {}
     for name, (lo, hi) in ranges.items():
-        if name not in EXACT_INPUTS and producers.get(name) not in EXACT_OPS:
+        if name not in EXACT_INPUTS and producers.get(name) not in EXACT_OPS and not name.endswith(keep):
             lo, hi = lo * widen if lo < 0 else lo, hi * widen if hi > 0 else hi
         overrides[name] = [{"rmin": np.float32(min(lo, 0.0)), "rmax": np.float32(max(hi, 0.0))}]
     return overrides

@@ -64,7 +64,7 @@ class StaticDecoderBuilder:
     def __init__(self, arch: ArchSpec, reader: SafetensorsReader, folder: Path, model_file: str, shape: StaticShape,
                  smoothing: dict | None = None):
         self.arch, self.reader, self.shape = arch, reader, shape
-        self.smoothing = smoothing or {}  # layer -> (ck, cv), see smoothing_factors
+        self.smoothing = smoothing or {}  # layer -> ck, see smoothing_factors
         self.g = GraphBuilder(folder, model_file)
 
     # -- small helpers -----------------------------------------------------------------------------
@@ -131,10 +131,10 @@ class StaticDecoderBuilder:
         a, g, n, ctx = self.arch, self.g, self.shape.tokens, self.shape.context
         H, kv, hd = a.num_heads, a.num_kv_heads, a.head_dim
         group = H // kv
-        ck, cv = self.smoothing.get(i, (np.ones((kv, hd), np.float32),) * 2)  # (kv, hd) each
+        ck = self.smoothing.get(i, np.ones((kv, hd), np.float32))  # (kv, hd)
         q_scale = np.repeat(ck, group, axis=0).reshape(-1, 1) / math.sqrt(hd)  # 1/sqrt(hd) folded in too
         q, k, v = (self.linear(h, *_scaled(self.w(role, i), self.maybe(f"{role}_bias", i), rows), f"{p}/attn/{role}_proj")
-                   for role, rows in (("q", q_scale), ("k", 1 / ck.reshape(-1, 1)), ("v", 1 / cv.reshape(-1, 1))))
+                   for role, rows in (("q", q_scale), ("k", 1 / ck.reshape(-1, 1)), ("v", np.ones((1, 1), np.float32))))
         # (1, N, H*hd), (1, N, kv*hd), (1, N, kv*hd)
         q = self.rotary(self.heads(q, H, f"{p}/attn/q"), f"{p}/attn/q_rotary")  # (1, H, N, hd)
         k = self.rotary(self.heads(k, kv, f"{p}/attn/k"), f"{p}/attn/k_rotary")  # (1, kv, N, hd)
@@ -147,8 +147,8 @@ class StaticDecoderBuilder:
         values = self.op("Concat", [past_v, v], f"{p}/attn/values", axis=2)
         q_grouped = self.op("Reshape", [q, self.shape_const(f"{p}/attn/group_shape", [1, kv, group * n, hd])],
                             f"{p}/attn/q_grouped")
-        # K is the second MatMul input: the HTP takes that one at 8 bits (measured: a 16-bit x 16-bit
-        # MatMul errs like 16 x 8 there), so K and V are the tensors channel smoothing flattens
+        # K^T is the second MatMul input: the HTP takes that one at 8 bits (measured: a 16-bit x 16-bit
+        # MatMul errs like 16 x 8 there; swapping the operands measured worse), hence K's smoothing
         keys_t = self.op("Transpose", [keys], f"{p}/attn/keys_t", perm=[0, 1, 3, 2])  # (1, kv, hd, CTX)
         scores = self.op("MatMul", [q_grouped, keys_t], f"{p}/attn/scores")  # (1, kv, G*N, CTX)
         per_head = self.op("Reshape", [scores, self.shape_const(f"{p}/attn/head_shape", [1, H, n, ctx])],
@@ -162,8 +162,7 @@ class StaticDecoderBuilder:
         ctx_out = self.op("Transpose", [ctx_out], f"{p}/attn/context_t", perm=[0, 2, 1, 3])  # (1, N, H, hd)
         ctx_out = self.op("Reshape", [ctx_out, self.shape_const(f"{p}/attn/merge_shape", [1, n, H * hd])],
                           f"{p}/attn/merged")
-        o_weight = self.w("o", i) * np.repeat(cv, group, axis=0).reshape(1, -1)  # undo V's smoothing: (hidden, H*hd)
-        return self.linear(ctx_out, o_weight, None, f"{p}/attn/o_proj")
+        return self.linear(ctx_out, self.w("o", i), None, f"{p}/attn/o_proj")
 
     def mlp(self, h: str, i: int, p: str) -> str:
         gate = self.linear(h, self.w("gate", i), None, f"{p}/mlp/gate_proj")
@@ -207,26 +206,30 @@ def _scaled(weight: np.ndarray, bias: np.ndarray | None, rows: np.ndarray) -> tu
 
 
 KEYS_TENSOR = "/attn/k_rotary/sum/out"  # (1, kv, N, hd): keys as cached
-VALUES_TENSOR = "/attn/v/heads/out"
+# Tensors the HTP reads at 8 bits (the second input of an activation x activation MatMul, and what feeds
+# it): their ranges are not widened, every step of 256 counts.
+EIGHT_BIT_SIDE = (KEYS_TENSOR, "/attn/keys/out", "/attn/keys_t/out", "/attn/v/heads/out", "/attn/values/out",
+                  ".key", ".value")
 
 
 def smoothing_factors(channel_max: dict[str, np.ndarray], arch: ArchSpec, alpha: float) -> dict:
-    """Per layer (ck, cv), each (kv, hd): divide K and V channels by them so that every channel spans about
-    the same range (the 8-bit side of the HTP's MatMuls); q and o_proj absorb the inverse, so the model
-    computes the same function. A rotary pair (d, d + hd/2) shares one factor, so rotary still commutes."""
+    """Per layer ck (kv, hd): K's channels are divided by it so that every channel of every head spans about
+    the same range (K is the HTP's 8-bit MatMul side); q's channels are multiplied by it, so q.k, and the
+    model, are unchanged. Both land on output channels of q_proj/k_proj, which per-channel weights absorb
+    exactly. A rotary pair (d, d + hd/2) shares one factor, so rotary still commutes. (V is not smoothed:
+    its factors would land on o_proj's input rows, which per-output-channel weights cannot absorb;
+    measured on SmolLM2 it did not help.)"""
     half = arch.head_dim // 2
     out = {}
     for i in range(arch.num_layers):
         k = channel_max[f"/model/layers.{i}{KEYS_TENSOR}"]
-        k = np.tile(np.maximum(k[:, :half], k[:, half:]), 2)
-        v = channel_max[f"/model/layers.{i}{VALUES_TENSOR}"]
-        out[i] = tuple(_flatten(m, alpha) for m in (k, v))
+        out[i] = _flatten(np.tile(np.maximum(k[:, :half], k[:, half:]), 2), alpha)
     return out
 
 
 def _flatten(channel_max: np.ndarray, alpha: float) -> np.ndarray:
     m = np.maximum(channel_max, 1e-6)
-    mean = np.exp(np.log(m).mean(axis=-1, keepdims=True))  # geometric mean per head
+    mean = np.exp(np.log(m).mean())  # one geometric mean over all heads: K and V are quantized per tensor
     return np.clip((m / mean) ** alpha, 1e-2, 1e2).astype(np.float32)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from edgelm.errors import ExportError, ProviderUnavailable
 from edgelm.export.config import NpuConfig
 from edgelm.export.npu.calibrate import calibrate, range_overrides
-from edgelm.export.npu.graph import (KEYS_TENSOR, STATIC_IO, VALUES_TENSOR, StaticShape, build_static,
+from edgelm.export.npu.graph import (EIGHT_BIT_SIDE, KEYS_TENSOR, STATIC_IO, StaticShape, build_static,
                                      rotary_table, smoothing_factors)
 from edgelm.export.npu.shared_data import share_external_data
 from edgelm.export.npu.qdq import QdqScheme, producers, quant_type, quantize_graph
@@ -73,11 +73,11 @@ def export_npu_qnn(source, stage: Path, npu: NpuConfig, progress: bool = True) -
                                     npu.calibration_decode, bar, channels)
 
     smoothing = None
-    if npu.smooth_kv:  # a first pass measures K/V channel ranges, the second builds with them flattened
-        *_, channel_max = build_and_calibrate("1/2", None, (KEYS_TENSOR, VALUES_TENSOR))
-        smoothing = smoothing_factors(channel_max, arch, npu.smooth_kv)
+    if npu.smooth_keys:  # a first pass measures K's channel ranges, the second builds with them flattened
+        *_, channel_max = build_and_calibrate("1/2", None, (KEYS_TENSOR,))
+        smoothing = smoothing_factors(channel_max, arch, npu.smooth_keys)
     fp32, ranges, samples, _ = build_and_calibrate("2/2" if smoothing else "1/1", smoothing)
-    overrides = range_overrides(ranges, producers(fp32["prefill"]), npu.widen)
+    overrides = range_overrides(ranges, producers(fp32["prefill"]), npu.widen, EIGHT_BIT_SIDE)
     scheme = QdqScheme(npu.activations, npu.weights, npu.per_channel)
     with bars(f"quantize QDQ {scheme.label}", len(ROLES), "graph") as bar:
         for role in ROLES:
