@@ -65,6 +65,10 @@ def test_npu_package_generates_entirely_on_the_qnn_htp_in_strict_mode(builds, to
     manifest = Manifest.load(package)
     assert manifest.target == "npu-qnn" and manifest.kv_cache.mode == "static"
     assert manifest.quantization.mode == "qdq" and set(manifest.static.context_models) == {"prefill", "decode"}
+    assert Manifest.from_json(manifest.to_json()) == manifest
+    # the two graphs' identical quantized weights are stored once
+    assert (package / "weights.data").is_file() and not list(package.glob("*.onnx.data"))
+    assert all(n > 0 for n in manifest.static.compiled_nodes.values())  # every node compiled on QNN, strict
     model = load(package, ep="qnn")  # strict by default for an NPU package
     p = model.partition
     assert not p.fallback and p.on_requested() == p.total > 0, p.summary()
