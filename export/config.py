@@ -23,9 +23,9 @@ class NpuConfig:
     activations: str = "uint16"  # QDQ activation type (a16)
     weights: str = "int8"  # QDQ type of the linears' weights (w8); int4 halves them
     per_channel: bool = True  # one scale per output channel (the HTP takes them on MatMul), else per tensor
-    calibration_samples: int = 8  # corpus windows run through the fp32 pair (every other one as a chat)
+    calibration_samples: int = 16  # corpus windows run through the fp32 pair (every other one as a chat)
     calibration_decode: int = 16  # greedy tokens generated after each window
-    widen: float = 1.5  # activation ranges widened by this factor (not the mask, cos/sin, [0,1], K/V tensors)
+    widen: float = 1.2  # activation ranges widened by this factor (not the mask, cos/sin, [0,1], K/V tensors)
     smooth_keys: float = 1.0  # flatten K's channel ranges (exponent; 0 = off): the HTP reads K at 8 bits
     compile: bool = True  # compile the QNN EP-context binaries at export when onnxruntime-qnn is present
 
