@@ -11,16 +11,17 @@ Outputs:              logits (1, N, vocab) | present.{i}.key/value (1, kv, N, hd
 
 Per layer (plain ops only; no GroupQueryAttention, no finfo.min mask, no position-table MatMul):
 
-    x ─ RMSNorm ─┬─ q MatMul(+b) ─ Reshape/Transpose ─ rotary ──────────────┐  (q scaled by 1/sqrt(hd))
+    x ─ RMSNorm ─┬─ q MatMul(+b) ─ Reshape/Transpose ─ rotary ──────────────┐  (q scaled by ck/sqrt(hd))
                  ├─ k MatMul(+b) ─ Reshape/Transpose ─ rotary ─> present.k ─ Concat(past.k) ─┐
                  └─ v MatMul(+b) ─ Reshape/Transpose ───────────> present.v ─ Concat(past.v) ─┤
     q (1,kv,G*N,hd) @ K^T ─ (1,H,N,CTX) + mask ─ Softmax ─ (1,kv,G*N,CTX) @ V ─ o MatMul ─ + x ─┐
     ┌────────────────────────────────────────────────────────────────────────────────────────────┘
     └─ RMSNorm ─ gate MatMul ─ g * Sigmoid(g) ─ * up MatMul ─ down MatMul ─ + ─> next layer
 
-GQA without repeating K/V: q (1, H, N, hd) is viewed as (1, kv, G*N, hd), G = H / kv, so each kv head
-meets its own G query heads in one MatMul. Rotary is `x*cos + concat(x2, x1)*sin` with sin pre-signed
-(its first half negated), so no Neg.
+RMSNorm is one SimplifiedLayerNormalization (QNN's RmsNorm). GQA without repeating K/V: q (1, H, N, hd)
+is viewed as (1, kv, G*N, hd), G = H / kv, so each kv head meets its own G query heads in one MatMul.
+Rotary is `x*cos + concat(x2, x1)*sin` with sin pre-signed (its first half negated), so no Neg. k is
+divided by per-channel factors ck and q multiplied by them (see smoothing_factors), folded into weights.
 """
 
 from __future__ import annotations
