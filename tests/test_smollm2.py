@@ -85,7 +85,8 @@ def test_npu_package_runs_whole_on_the_qnn_htp(builds):
     """The real model as an npu-qnn package (default settings: context 512, chunk 64, a16w8 per-channel):
     compiled whole on the QNN HTP simulator in strict mode at export, then run there. Measured (README):
     teacher-forced top-1 agreement with the fp32 package 0.828 on the HTP, 0.906 for the same QDQ graphs on
-    the CPU EP; the last-position logits of this prompt differ from the CPU EP's by 0.14 relative."""
+    the CPU EP; on this prompt the HTP's next-token distribution is 0.21 (total variation) from the CPU EP's,
+    with the same top token ("The"; its logits carry a near-constant offset, which softmax ignores)."""
     from edgelm.manifest import Manifest
 
     package = builds.npu("smollm2", context=512, chunk=64)
@@ -98,9 +99,12 @@ def test_npu_package_runs_whole_on_the_qnn_htp(builds):
     for name, model in (("htp", htp), ("cpu", cpu)):
         model.decoder.reset()
         first[name] = model.decoder.forward(ids)  # the prompt in one padded prefill chunk
-    error = float(np.linalg.norm(first["htp"] - first["cpu"]) / np.linalg.norm(first["cpu"]))
-    top = set(np.argsort(-first["cpu"])[:5].tolist())
-    print(f"HTP vs CPU EP, last-position logits: relative difference {error:.3f}")
-    assert error < 0.25 and int(first["htp"].argmax()) in top
+    from edgelm.bench.quality import log_softmax
+
+    probs = {name: np.exp(log_softmax(logits)) for name, logits in first.items()}
+    variation = 0.5 * float(np.abs(probs["htp"] - probs["cpu"]).sum())  # total variation, next-token distributions
+    top3 = set(np.argsort(-first["cpu"])[:3].tolist())
+    print(f"HTP vs CPU EP, next-token distributions: total variation {variation:.3f}")
+    assert variation < 0.4 and int(first["htp"].argmax()) in top3
     out = list(htp.stream_ids(ids, max_new_tokens=3, ignore_eos=True))  # through the one-token decode graph
     assert len(out) == 3 and htp.decoder.runs["decode"] >= 2
