@@ -9,7 +9,8 @@ logits and only the new positions' keys/values, which this class writes into its
     each new token ─────────────────────────────> decode ────┘
 
 A chunk runs on the prefill graph while it fits (pos + chunk <= context); what is left goes one token at
-a time through the decode graph, so every position up to `context` is usable.
+a time through the decode graph, so every position up to `context` is usable. Each graph has its own
+cache buffer shaped as its past input, fed as is; new keys/values are written into both.
 """
 
 from __future__ import annotations
@@ -34,8 +35,13 @@ class StaticDecoder:
             self.rotary = np.load(Path(folder) / static.rotary_file)  # (2, context, hd): cos, signed sin
         except (OSError, ValueError) as exc:
             raise PackageError(f"cannot read {static.rotary_file} from {folder} ({exc}); re-export the package") from None
-        shape = (1, kv.num_kv_heads, static.context, kv.head_dim)  # (batch, kv_heads, context, head_dim)
-        self.cache = [np.zeros(shape, dtype=np.float32) for _ in range(2 * kv.num_layers)]
+        # One cache per graph, each exactly its graph's past input (batch, kv_heads, context - N, head_dim),
+        # so a run feeds the arrays as they are (no per-step copy); new rows are written into both.
+        self.cache = {
+            n: [np.zeros((1, kv.num_kv_heads, static.context - n, kv.head_dim), dtype=np.float32)
+                for _ in range(2 * kv.num_layers)]
+            for n in (static.chunk, 1)
+        }
         io = manifest.io
         self._past = [n for layer in range(kv.num_layers) for n in io.past_names(layer)]
         self._present = [n for layer in range(kv.num_layers) for n in io.present_names(layer)]
@@ -70,16 +76,18 @@ class StaticDecoder:
         return out[-1] if last_only else out
 
     def _run(self, session, ids: np.ndarray, n: int) -> np.ndarray:
-        """One run of a graph taking `n` tokens (ids padded to n); writes the real tokens' K/V to the cache."""
-        pos, ctx, real = self.length, self.context_length, len(ids)
+        """One run of a graph taking `n` tokens (ids padded to n); writes the real tokens' K/V to the caches."""
+        pos, real = self.length, len(ids)
         padded = np.zeros((1, n), dtype=np.int64)
         padded[0, :real] = ids
         feeds = {self.manifest.io.input_ids: padded, **self._positions(pos, n)}
-        for name, buf in zip(self._past, self.cache):
-            feeds[name] = np.ascontiguousarray(buf[:, :, : ctx - n])  # (1, kv, ctx - n, hd)
+        feeds.update(zip(self._past, self.cache[n]))  # (1, kv, ctx - n, hd) each
         logits, *present = session.run([self.manifest.io.logits] + self._present, feeds)
-        for buf, new in zip(self.cache, present):
-            buf[:, :, pos:pos + real] = new[:, :, :real]
+        for cache in self.cache.values():
+            end = min(pos + real, cache[0].shape[2])  # the prefill graph's past stops at ctx - chunk
+            if end > pos:
+                for buf, new in zip(cache, present):
+                    buf[:, :, pos:end] = new[:, :, : end - pos]
         self.runs["prefill" if n > 1 else "decode"] += 1
         return logits[0]  # (n, vocab)
 
