@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from edgelm import __version__
-from edgelm.export.quantize import QuantMode
 from edgelm.export.source import CONFIG_FILES, TOKENIZER_FILES, ModelSource
 from edgelm.manifest import Generation, GraphIO, Manifest, Quantization, StaticGraphs, WeightStats, file_entries
 from edgelm.versions import package_versions
@@ -57,7 +56,7 @@ def write_manifest(
     folder: Path,
     source: ModelSource,
     io_names: GraphIO,
-    mode: QuantMode | Quantization,
+    quantization: Quantization,
     backend: str,
     label: str,
     weights: WeightStats | None = None,
@@ -68,7 +67,6 @@ def write_manifest(
     """`static`: an NPU package's graph pair; its decode graph is then the model file and its context the
     package's context length."""
     arch = source.arch
-    quantization = mode if isinstance(mode, Quantization) else mode.describe()
     tok_config = source.tokenizer_config
     manifest = Manifest(
         architecture=arch.name,

@@ -99,7 +99,7 @@ def _export_folder(model: Path, out: Path, config: ExportConfig, label: str) -> 
             del graph
             copy_support_files(source, stage)
             shutil.rmtree(work)  # gone before the manifest hashes the folder
-            return write_manifest(stage, source, io_names, mode, "optimum", label, weights)
+            return write_manifest(stage, source, io_names, mode.describe(), "optimum", label, weights)
 
 
 def _export_native(source, out: Path, config: ExportConfig, mode: QuantMode, label: str) -> Manifest:
@@ -108,7 +108,8 @@ def _export_native(source, out: Path, config: ExportConfig, mode: QuantMode, lab
     with staged_output(out, config.force) as stage:
         _, io_names, weights = export_native(source, stage, mode.native_bits, config.quant_config, config.progress)
         copy_support_files(source, stage)
-        return write_manifest(stage, source, io_names, mode, "native", label, weights, kv_mode="shared")
+        return write_manifest(stage, source, io_names, mode.describe(), "native", label, weights,
+                              kv_mode="shared")
 
 
 def _export_npu(source, out: Path, config: ExportConfig, label: str) -> Manifest:

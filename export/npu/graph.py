@@ -134,8 +134,9 @@ class StaticDecoderBuilder:
         group = H // kv
         ck = self.smoothing.get(i, np.ones((kv, hd), np.float32))  # (kv, hd)
         q_scale = np.repeat(ck, group, axis=0).reshape(-1, 1) / math.sqrt(hd)  # 1/sqrt(hd) folded in too
-        q, k, v = (self.linear(h, *_scaled(self.w(role, i), self.maybe(f"{role}_bias", i), rows), f"{p}/attn/{role}_proj")
-                   for role, rows in (("q", q_scale), ("k", 1 / ck.reshape(-1, 1)), ("v", np.ones((1, 1), np.float32))))
+        q = self.linear(h, *_scaled(self.w("q", i), self.maybe("q_bias", i), q_scale), f"{p}/attn/q_proj")
+        k = self.linear(h, *_scaled(self.w("k", i), self.maybe("k_bias", i), 1 / ck.reshape(-1, 1)), f"{p}/attn/k_proj")
+        v = self.linear(h, self.w("v", i), self.maybe("v_bias", i), f"{p}/attn/v_proj")
         # (1, N, H*hd), (1, N, kv*hd), (1, N, kv*hd)
         q = self.rotary(self.heads(q, H, f"{p}/attn/q"), f"{p}/attn/q_rotary")  # (1, H, N, hd)
         k = self.rotary(self.heads(k, kv, f"{p}/attn/k"), f"{p}/attn/k_rotary")  # (1, kv, N, hd)
