@@ -22,12 +22,18 @@ def _cmd_export(args) -> int:
 
     if bool(args.model) == bool(args.synthetic):
         raise UsageError("give either MODEL (an HF folder or .gguf file) or --synthetic PRESET")
+    if args.asymmetric and args.symmetric:
+        raise UsageError("give --symmetric or --asymmetric, not both")
+    npu_target = args.target == "npu-qnn"
     quant = QuantConfig(
-        **_given(args, block_size="block_size", accuracy_level="accuracy_level"),
-        **({"symmetric": False} if args.asymmetric else {}),
+        **_given(args, block_size="block_size", mlp_block_size="mlp_block_size", accuracy_level="accuracy_level",
+                 calibration="calibration"),
+        **({} if npu_target else _given(args, calibration_samples="calibration_samples")),
+        **({"symmetric": False} if args.asymmetric else {"symmetric": True} if args.symmetric else {}),
     )
     npu = NpuConfig(**_given(args, context="context", chunk="chunk", activations="activations",
-                             weights="qdq_weights", calibration_samples="calibration_samples"),
+                             weights="qdq_weights"),
+                    **(_given(args, calibration_samples="calibration_samples") if npu_target else {}),
                     **({"compile": False} if args.no_compile else {}),
                     **({"per_channel": False} if args.per_tensor else {}))
     if args.target == "npu-qnn" and args.quant:
@@ -214,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     from edgelm.export.config import ExportConfig, NpuConfig, QuantConfig
     from edgelm.export.pipeline import TARGETS
     from edgelm.export.presets import PRESETS
-    from edgelm.export.quantize import quant_modes
+    from edgelm.export.quantize import CALIBRATIONS, quant_modes
 
     ed, qd, bd = _defaults(ExportConfig), _defaults(QuantConfig), _defaults(BenchConfig)
     nd = _defaults(NpuConfig)
@@ -228,9 +234,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--synthetic", metavar="PRESET", choices=list(PRESETS),
                    help=f"build a published config with random weights: {', '.join(PRESETS)}")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights")
-    p.add_argument("--block-size", type=int, help=f"int4/int8 block size (default {qd['block_size']})")
+    p.add_argument("--block-size", type=int,
+                   help=f"int4/int8 block size (default {qd['block_size']}; the MLP's is --mlp-block-size)")
+    p.add_argument("--mlp-block-size", type=int,
+                   help=f"block size of the MLP linears, most of the weights (default {qd['mlp_block_size']}; native "
+                   "builder; the optimum path uses --block-size everywhere)")
     p.add_argument("--accuracy-level", type=int, help=f"MatMulNBits accuracy level (default {qd['accuracy_level']})")
-    p.add_argument("--asymmetric", action="store_true", help="int4/int8 with zero points (default symmetric)")
+    sym = "symmetric" if qd["symmetric"] else "asymmetric"
+    p.add_argument("--asymmetric", action="store_true", help=f"int4/int8 with zero points (default {sym})")
+    p.add_argument("--symmetric", action="store_true", help=f"int4/int8 without zero points (default {sym})")
+    p.add_argument("--calibration", choices=CALIBRATIONS,
+                   help="int4/int8 weight preparation (default auto: awq for int4 from the native builder, else none; "
+                   "awq: activation-aware scales from a first pass over the shipped corpus)")
     p.add_argument("--backend", choices=["auto", "native", "optimum"],
                    help=f"graph builder (default {ed['backend']}: native where the architecture and precision "
                    "allow, else optimum-onnx)")
@@ -242,8 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     npu.add_argument("--chunk", type=int, help=f"prompt tokens per prefill run (default {nd['chunk']})")
     npu.add_argument("--activations", help=f"QDQ activation type (default {nd['activations']})")
     npu.add_argument("--qdq-weights", help=f"QDQ weight type (default {nd['weights']})")
-    npu.add_argument("--calibration-samples", type=int,
-                     help=f"corpus windows for calibration (default {nd['calibration_samples']})")
+    p.add_argument("--calibration-samples", type=int,
+                   help=f"corpus windows for calibration (default {qd['calibration_samples']} for --calibration awq, "
+                   f"{nd['calibration_samples']} for npu-qnn)")
     npu.add_argument("--per-tensor", action="store_true",
                      help="one scale per weight tensor instead of per output channel (less accurate)")
     npu.add_argument("--no-compile", action="store_true",

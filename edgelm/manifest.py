@@ -95,8 +95,10 @@ class Quantization:
     method: str | None = None  # e.g. "MatMulNBits", "float16"
     bits: int | None = None
     block_size: int | None = None
+    mlp_block_size: int | None = None  # when the MLP linears use another block size than the rest
     symmetric: bool | None = None
     accuracy_level: int | None = None
+    calibration: str | None = None  # how weights were prepared before rounding, e.g. "awq: 8 windows x 128 tokens"
 
 
 @dataclass(frozen=True)

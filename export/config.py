@@ -9,9 +9,12 @@ from dataclasses import dataclass, field
 class QuantConfig:
     """Knobs of the weight-only modes (int4 / int8, MatMulNBits)."""
 
-    block_size: int = 32
-    symmetric: bool = True
+    block_size: int = 32  # attention linears, embedding, lm_head
+    mlp_block_size: int | None = 128  # gate/up/down, most of the weights (native builder; None = block_size)
+    symmetric: bool = False  # zero points cost MatMulNBits nothing measurable on CPU and round closer
     accuracy_level: int = 4  # 4 = int8 activations on CPU, MatMulNBits' fastest path
+    calibration: str = "auto"  # auto (awq for native int4) | none (round to nearest) | awq (activation-aware)
+    calibration_samples: int = 4  # corpus windows (128 tokens) the awq calibration forward runs
 
 
 @dataclass(frozen=True)

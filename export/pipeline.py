@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from edgelm.errors import ExportError
@@ -70,9 +71,12 @@ def choose_backend(requested: str, source, mode: QuantMode) -> str:
     if requested == "native" and not native_ok:
         what = source.arch.name if not source.arch.native else f"{mode.name} precision"
         raise ExportError(f"the native builder does not support {what}; use --backend optimum")
-    if requested == "auto":
-        return "native" if native_ok else "optimum"
-    return requested
+    chosen = ("native" if native_ok else "optimum") if requested == "auto" else requested
+    if chosen == "optimum" and mode.config.calibration == "awq" and mode.native_bits is not None:
+        raise ExportError(f"--calibration {mode.config.calibration} needs the native builder, which does not "
+                          f"export {source.arch.name if not source.arch.native else 'with this backend'}; "
+                          "drop --calibration or use --backend native")
+    return chosen
 
 
 def _export_folder(model: Path, out: Path, config: ExportConfig, label: str) -> Manifest:
@@ -106,10 +110,17 @@ def _export_native(source, out: Path, config: ExportConfig, mode: QuantMode, lab
     from edgelm.export.native.decoder import export_native
 
     with staged_output(out, config.force) as stage:
-        _, io_names, weights = export_native(source, stage, mode.native_bits, config.quant_config, config.progress)
+        _, io_names, weights, scaling = export_native(source, stage, mode.native_bits, config.quant_config,
+                                                      config.progress)
+        quant = mode.describe()
+        mlp_block = config.quant_config.mlp_block_size
+        if mode.native_bits is not None and mlp_block and mlp_block != quant.block_size:
+            quant = replace(quant, mlp_block_size=mlp_block)
+        if scaling:
+            quant = replace(quant, calibration=f"{scaling['method']}: {scaling['windows']} windows x "
+                                               f"{scaling['window']} tokens, mean alpha {scaling['mean_alpha']}")
         copy_support_files(source, stage)
-        return write_manifest(stage, source, io_names, mode.describe(), "native", label, weights,
-                              kv_mode="shared")
+        return write_manifest(stage, source, io_names, quant, "native", label, weights, kv_mode="shared")
 
 
 def _export_npu(source, out: Path, config: ExportConfig, label: str) -> Manifest:

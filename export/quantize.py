@@ -29,10 +29,31 @@ def quant_modes() -> list[str]:
     return list(_MODES)
 
 
+# How int4/int8 weights are prepared before rounding (QuantConfig.calibration). auto: awq for int4 from the
+# native builder (where it pays most: 16 levels per block), plain rounding otherwise.
+CALIBRATIONS = ("auto", "none", "awq")
+
+
+def resolve_calibration(config: QuantConfig, bits: int | None, backend: str) -> str:
+    if bits is None:
+        return "none"
+    if config.calibration == "auto":
+        return "awq" if bits == 4 and backend == "native" else "none"
+    return config.calibration
+
+
 def get_mode(name: str, config: QuantConfig | None = None) -> QuantMode:
     if name not in _MODES:
         raise QuantizationError(f"unknown quantization {name!r}; choose one of: {', '.join(_MODES)}")
-    return _MODES[name](config or QuantConfig())
+    config = config or QuantConfig()
+    if config.calibration not in CALIBRATIONS:
+        raise QuantizationError(f"unknown calibration {config.calibration!r}; choose one of: {', '.join(CALIBRATIONS)}")
+    for what, block in (("block_size", config.block_size), ("mlp_block_size", config.mlp_block_size)):
+        if block is not None and (block < 16 or block & (block - 1)):
+            raise QuantizationError(f"{what} must be a power of two, at least 16 (MatMulNBits); got {block}")
+    if config.calibration_samples < 1:
+        raise QuantizationError(f"calibration_samples must be at least 1, not {config.calibration_samples}")
+    return _MODES[name](config)
 
 
 class QuantMode:

@@ -27,6 +27,7 @@ from edgelm.export.native.quant import quantize_blockwise
 from edgelm.export.native.rope import rotary_caches
 from edgelm.export.native.weights import SafetensorsReader
 from edgelm.export.optimum_backend import OPTIMUM_IO
+from edgelm.export.quantize import resolve_calibration
 from edgelm.manifest import WeightStats
 
 # optimum's names, so both builders' packages look alike; no position_ids (GQA rotates by itself) and
@@ -40,10 +41,14 @@ class LinearFormat:
     """How linears are stored: fp32 MatMul, or MatMulNBits with `bits`."""
 
     bits: int | None = None
-    block_size: int = 32
+    block_size: int = 32  # attention linears, embedding and lm_head
     symmetric: bool = True
     accuracy_level: int = 4
     pack_mlp: bool = True  # gate|up as one MatMulNBits
+    mlp_block_size: int | None = None  # gate/up/down (most of the weights); None = block_size
+
+    def block(self, mlp: bool = False) -> int:
+        return self.mlp_block_size or self.block_size if mlp else self.block_size
 
 
 class DecoderBuilder:
@@ -53,33 +58,33 @@ class DecoderBuilder:
         self.g = GraphBuilder(folder, model_file)
 
     # -- building blocks -----------------------------------------------------------------------
-    def linear(self, x: str, weight: np.ndarray, name: str, bias: np.ndarray | None = None) -> str:
-        """x @ weight.T (+ bias); weight is HF's (out, in)."""
+    def linear(self, x: str, weight: np.ndarray, name: str, bias: np.ndarray | None = None, mlp: bool = False) -> str:
+        """x @ weight.T (+ bias); weight is HF's (out, in). `mlp`: quantized with the MLP block size."""
         g, fmt = self.g, self.fmt
-        n, k = weight.shape
         if fmt.bits is None:
             w = g.weight(f"{name}.weight", np.ascontiguousarray(weight.T))
             (y,) = g.node("MatMul", [x, w], [f"{name}/out"], name=f"{name}/MatMul")
         else:
-            y = self._matmul_nbits(x, self._store(quantize_blockwise(weight, fmt.bits, fmt.block_size, fmt.symmetric),
-                                                  name), name)
+            block = fmt.block(mlp)
+            y = self._matmul_nbits(x, self._store(quantize_blockwise(weight, fmt.bits, block, fmt.symmetric), name,
+                                                  block), name)
         if bias is not None:
             (y,) = self.g.node("Add", [y, self.g.weight(f"{name}.bias", bias)], [f"{name}/biased"], name=f"{name}/Add")
         return y
 
-    def _store(self, q, name: str, gather_only: bool = False) -> tuple:
-        """Write a quantized weight's codes, scales (and zero points); return (names, N, K)."""
+    def _store(self, q, name: str, block: int, gather_only: bool = False) -> tuple:
+        """Write a quantized weight's codes, scales (and zero points); return (names, N, K, block)."""
         g = self.g
         names = [g.weight(f"{name}.qweight", q.codes, gather_only), g.weight(f"{name}.scales", q.scales, gather_only)]
         if q.zero_points is not None:
             names.append(g.weight(f"{name}.zero_points", q.zero_points, gather_only))
-        return names, q.n, q.k
+        return names, q.n, q.k, block
 
     def _matmul_nbits(self, x: str, stored: tuple, name: str) -> str:
-        names, n, k = stored
+        names, n, k, block = stored
         fmt = self.fmt
         (y,) = self.g.node("MatMulNBits", [x, *names], [f"{name}/out"], name=f"{name}/MatMulNBits", domain=MS,
-                           K=k, N=n, bits=fmt.bits, block_size=fmt.block_size, accuracy_level=fmt.accuracy_level)
+                           K=k, N=n, bits=fmt.bits, block_size=block, accuracy_level=fmt.accuracy_level)
         return y
 
     def embedding(self, ids: str, tied: bool) -> tuple[str, tuple | None]:
@@ -93,7 +98,7 @@ class DecoderBuilder:
             (x,) = g.node("Gather", [w, ids], [f"{name}/out"], name=f"{name}/Gather")
             return x, None
         q = quantize_blockwise(table, fmt.bits, fmt.block_size, fmt.symmetric)
-        stored = self._store(q, name, gather_only=not tied)  # tied: lm_head streams the whole table per token
+        stored = self._store(q, name, fmt.block_size, gather_only=not tied)  # tied: lm_head streams the whole table per token
         rows = g.constant(f"{name}/rows_shape", np.array([q.n, -1], dtype=np.int64))
         inputs = [g.node("Reshape", [n, rows], [f"{n}/2d"], name=f"{n}/Reshape")[0] for n in stored[0]]
         inputs.insert(1, ids)
@@ -163,7 +168,7 @@ class DecoderBuilder:
             (act,) = g.node("QuickGelu", [gate], [f"{p}/mlp/act"], name=f"{p}/mlp/act/QuickGelu", domain=MS,
                             alpha=1.0)  # x * sigmoid(x) = SiLU
             (prod,) = g.node("Mul", [act, up], [f"{p}/mlp/prod"], name=f"{p}/mlp/Mul")
-            down = self.linear(prod, self._w("down", i), f"{p}/mlp/down_proj")
+            down = self.linear(prod, self._w("down", i), f"{p}/mlp/down_proj", mlp=True)
             if self.progress is not None:
                 self.progress.update(1)
 
@@ -183,10 +188,11 @@ class DecoderBuilder:
     def mlp_in(self, h: str, i: int, p: str) -> tuple[str, str]:
         """gate and up projections: one packed linear + Split, or two linears (LinearFormat.pack_mlp)."""
         if not self.fmt.pack_mlp:
-            return (self.linear(h, self._w("gate", i), f"{p}/mlp/gate_proj"),
-                    self.linear(h, self._w("up", i), f"{p}/mlp/up_proj"))
+            return (self.linear(h, self._w("gate", i), f"{p}/mlp/gate_proj", mlp=True),
+                    self.linear(h, self._w("up", i), f"{p}/mlp/up_proj", mlp=True))
         g, inter = self.g, self.arch.intermediate_size
-        gate_up = self.linear(h, np.concatenate([self._w("gate", i), self._w("up", i)], axis=0), f"{p}/mlp/gate_up_proj")
+        gate_up = self.linear(h, np.concatenate([self._w("gate", i), self._w("up", i)], axis=0), f"{p}/mlp/gate_up_proj",
+                              mlp=True)
         split = g.constant(f"{p}/mlp/split_sizes", np.array([inter, inter], dtype=np.int64))
         gate, up = g.node("Split", [gate_up, split], [f"{p}/mlp/gate", f"{p}/mlp/up"], name=f"{p}/mlp/Split", axis=-1)
         return gate, up
@@ -218,14 +224,23 @@ class DecoderBuilder:
 
 
 def export_native(source, workdir: Path, bits: int | None, quant_config, progress: bool = True):
-    """Build the fused decoder into `workdir/model.onnx` (+ .data); return (path, io, weight stats)."""
-    fmt = LinearFormat(bits, quant_config.block_size, quant_config.symmetric, quant_config.accuracy_level)
+    """Build the fused decoder into `workdir/model.onnx` (+ .data); return (path, io, weight stats, scaling).
+
+    With awq calibration (`resolve_calibration`: int4 by default) each layer's weights are scaled by
+    activation-aware factors from a float forward of calibration windows (`edgelm.export.native.awq`)."""
+    fmt = LinearFormat(bits, quant_config.block_size, quant_config.symmetric, quant_config.accuracy_level,
+                       mlp_block_size=quant_config.mlp_block_size)
     reader = SafetensorsReader(source.path)
+    awq = None
+    if resolve_calibration(quant_config, bits, "native") == "awq":
+        from edgelm.export.native.awq import awq_reader
+
+        reader = awq = awq_reader(source, reader, fmt, quant_config.calibration_samples)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=source.arch.num_layers, desc="layers", unit="layer", leave=False)
+        bar = tqdm(total=source.arch.num_layers, desc="layers (awq)" if awq else "layers", unit="layer", leave=False)
     builder = DecoderBuilder(source.arch, reader, workdir, "model.onnx", fmt, bar)
     try:
         path, stats = builder.build()
@@ -233,4 +248,6 @@ def export_native(source, workdir: Path, bits: int | None, quant_config, progres
         builder.g.close()
         if bar is not None:
             bar.close()
-    return path, NATIVE_IO, stats
+    scaling = None if awq is None else {"method": "awq", "windows": len(awq.windows), "window": len(awq.windows[0]),
+                                        "mean_alpha": round(awq.mean_alpha, 3)}
+    return path, NATIVE_IO, stats, scaling

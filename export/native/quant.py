@@ -43,28 +43,45 @@ def quantize_blockwise(weight: np.ndarray, bits: int, block_size: int, symmetric
 
 def _quantize_rows(weight: np.ndarray, bits: int, block_size: int, symmetric: bool) -> Quantized:
     n, k = weight.shape
+    codes, scale, zp = _round(weight, bits, block_size, symmetric)
+    zero_points = None if symmetric else _pack(zp.astype(np.uint8).reshape(n, -1), bits).reshape(-1)
+    return Quantized(_pack(codes.astype(np.uint8), bits), scale.reshape(-1), zero_points, n, k)
+
+
+def _round(weight: np.ndarray, bits: int, block_size: int, symmetric: bool):
+    """Codes (N, k_blocks, block), scales and zero points (N, k_blocks, 1) of `weight` (N, K), all float32
+    (codes and zero points hold integers)."""
+    n, k = weight.shape
     k_blocks = -(-k // block_size)
     padded = np.zeros((n, k_blocks * block_size), dtype=np.float32)
     padded[:, :k] = weight
     blocks = padded.reshape(n, k_blocks, block_size)  # (N, k_blocks, block)
     qmax = (1 << bits) - 1
     if symmetric:
-        zero = 1 << (bits - 1)
+        zp = np.float32(1 << (bits - 1))
         # The value of largest magnitude maps exactly to code 0 (-zero): the whole signed range is used.
         idx = np.abs(blocks).argmax(axis=-1)[..., None]
-        scale = np.take_along_axis(blocks, idx, axis=-1) / -zero
-        scale[scale == 0] = 1.0
-        codes = np.clip(np.rint(blocks / scale) + zero, 0, qmax).astype(np.uint8)
-        zero_points = None
+        scale = np.take_along_axis(blocks, idx, axis=-1) / -float(1 << (bits - 1))
     else:
         lo = np.minimum(blocks.min(axis=-1, keepdims=True), 0.0)
         hi = np.maximum(blocks.max(axis=-1, keepdims=True), 0.0)
         scale = (hi - lo) / qmax
         scale[scale == 0] = 1.0
-        zp = np.clip(np.rint(-lo / scale), 0, qmax).astype(np.uint8)
-        codes = np.clip(np.rint(blocks / scale) + zp, 0, qmax).astype(np.uint8)
-        zero_points = _pack(zp.reshape(n, k_blocks), bits).reshape(-1)
-    return Quantized(_pack(codes, bits), scale.astype(np.float32).reshape(-1), zero_points, n, k)
+        zp = np.clip(np.rint(-lo / scale), 0, qmax)
+    scale[scale == 0] = 1.0
+    codes = np.rint(blocks / scale)
+    codes += zp
+    np.clip(codes, 0, qmax, out=codes)
+    return codes, scale.astype(np.float32), zp
+
+
+def fake_quantize(weight: np.ndarray, bits: int, block_size: int, symmetric: bool) -> np.ndarray:
+    """The (N, K) float weight that quantize_blockwise(weight, ...) stands for, without packing."""
+    n, k = weight.shape
+    codes, scale, zp = _round(weight, bits, block_size, symmetric)
+    codes -= zp
+    codes *= scale
+    return codes.reshape(n, -1)[:, :k]
 
 
 def _pack(codes: np.ndarray, bits: int) -> np.ndarray:

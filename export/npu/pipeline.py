@@ -19,6 +19,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from edgelm.errors import ExportError, ProviderUnavailable
+from edgelm.export.calibration import calibration_windows
 from edgelm.export.config import NpuConfig
 from edgelm.export.npu.calibrate import calibrate, range_overrides
 from edgelm.export.npu.graph import (EIGHT_BIT_SIDE, KEYS_TENSOR, STATIC_IO, StaticShape, build_static,
@@ -57,7 +58,8 @@ def export_npu_qnn(source, stage: Path, npu: NpuConfig, progress: bool = True) -
     static = StaticGraphs("prefill.onnx", "decode.onnx", npu.chunk, npu.context, ROTARY_FILE)
     manifest = SimpleNamespace(static=static, kv_cache=arch.kv_cache(), io=STATIC_IO)
     np.save(stage / ROTARY_FILE, rotary_table(arch, npu.context))
-    windows = calibration_windows(source, npu)
+    length = max(2, min(npu.context - npu.calibration_decode, 2 * npu.chunk + npu.chunk // 2))
+    windows = calibration_windows(source, npu.calibration_samples, length)  # full and padded chunks
 
     from edgelm.runtime.static import StaticDecoder
 
@@ -89,39 +91,6 @@ def export_npu_qnn(source, stage: Path, npu: NpuConfig, progress: bool = True) -
         static = _compile(stage, static, bars)
     quant = Quantization(mode="qdq", method=scheme.describe(), bits=scheme.weight_bits, symmetric=npu.per_channel)
     return static, quant
-
-
-def calibration_windows(source, npu: NpuConfig) -> list[list[int]]:
-    """`calibration_samples` token windows of the shipped corpus, each a bit over two prefill chunks (so full
-    and padded chunks are both seen). Every other window is wrapped in the model's chat template, when it
-    has one: the first tokens of a sequence set the residual stream's massive activations, so calibration
-    must start sequences the way use does."""
-    from tokenizers import Tokenizer
-
-    from edgelm.data import CORPUS
-    from edgelm.runtime.chat import render_chat
-
-    tokenizer = Tokenizer.from_file(str(source.path / "tokenizer.json"))
-    lines = [ln for ln in CORPUS.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    length = max(2, min(npu.context - npu.calibration_decode, 2 * npu.chunk + npu.chunk // 2))
-    template = source.chat_template()
-    windows = []
-    for i in range(npu.calibration_samples):
-        start = (i * len(lines)) // max(npu.calibration_samples, 1)
-        text = " ".join(lines[start:] + lines[:start])  # from line `start`, wrapping around
-        if template and i % 2 == 0:
-            prompt = render_chat(template, [{"role": "user", "content": text}], bos_token=_token(source, "bos"),
-                                 eos_token=_token(source, "eos"))
-            ids = tokenizer.encode(prompt, add_special_tokens=False).ids
-        else:
-            ids = tokenizer.encode(text).ids
-        windows.append((ids * (1 + length // max(len(ids), 1)))[:length])
-    return windows
-
-
-def _token(source, kind: str) -> str:
-    value = source.tokenizer_config.get(f"{kind}_token")
-    return (value.get("content") if isinstance(value, dict) else value) or ""
 
 
 def _compile(stage: Path, static: StaticGraphs, bars) -> StaticGraphs:

@@ -20,7 +20,9 @@ def test_round_trip_and_contents(builds):
     assert m.format_version == FORMAT_VERSION
     assert m.architecture == "Qwen2ForCausalLM"
     assert m.quantization.mode == "int4" and m.quantization.method == "MatMulNBits"
-    assert (m.quantization.bits, m.quantization.block_size, m.quantization.symmetric) == (4, 32, True)
+    q = m.quantization
+    assert (q.bits, q.block_size, q.mlp_block_size, q.symmetric) == (4, 32, 128, False)
+    assert q.calibration.startswith("awq: 4 windows x 128 tokens")
     assert m.quantization.accuracy_level == 4
     assert m.kv_cache.num_layers == 2 and m.kv_cache.num_kv_heads == 2 and m.kv_cache.head_dim == 16
     assert m.io.past_names(1) == ("past_key_values.1.key", "past_key_values.1.value")

@@ -1,0 +1,183 @@
+"""Activation-aware weight scaling (AWQ-style) for the native builder's int4/int8 linears.
+
+A linear's input channels do not matter alike: a few carry large activations, and rounding errors in
+their weight columns cost the most. Scaling column j of W by s_j and the input by 1/s_j is exact in real
+arithmetic, but block-wise rounding then spends its resolution where the activations are large. The 1/s
+is folded into whatever produces the input, so the graph gets no new node:
+
+    group  input                              scaled linears   1/s folded into
+    attn   input_layernorm output             q, k, v          the input norm's gain
+    mlp    post_attention_layernorm output    gate, up         the post-attention norm's gain
+    down   silu(gate) * up                    down             up's output rows
+
+    s = mean|x|^alpha (normalised), alpha per group and layer from a small grid (0 = plain rounding),
+    the one whose rounded linears best reproduce the float outputs on calibration activations.
+
+The activations come from a float32 numpy forward of the calibration windows (`edgelm.export.calibration`),
+run one layer at a time as the builder asks for that layer's weights: one pass over the weights, no
+torch, memory about one layer's weights plus the windows' hidden states. o_proj is not scaled: its
+input is the attention output, whose channels GQA shares between query heads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgelm.export.native.quant import fake_quantize
+from edgelm.export.native.rope import rotary_caches
+
+ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+WINDOW = 128  # tokens per calibration window
+SAMPLE_ROWS = 256  # activation rows (tokens) per group for the error search
+SAMPLE_OUTPUTS = 512  # output channels per linear the search rounds (rows round independently)
+
+
+@dataclass(frozen=True)
+class ScaleGroup:
+    name: str
+    linears: tuple[str, ...]  # ArchSpec roles scaled by s along their input axis
+    fold: str  # ArchSpec role that absorbs 1/s
+    fold_rows: bool  # True: 1/s scales the fold tensor's output rows; False: a norm gain vector
+    mlp: bool  # its linears take the MLP block size
+
+
+GROUPS = (
+    ScaleGroup("attn", ("q", "k", "v"), "input_norm", False, False),
+    ScaleGroup("mlp", ("gate", "up"), "post_norm", False, True),
+    ScaleGroup("down", ("down",), "up", True, True),
+)
+LAYER_ROLES = ("input_norm", "q", "k", "v", "q_bias", "k_bias", "v_bias", "o", "post_norm", "gate", "up", "down")
+
+
+def best_scales(x: np.ndarray, mean_abs: np.ndarray, weights: list[np.ndarray], bits: int, block_size: int,
+                symmetric: bool, seed: int = 0) -> tuple[np.ndarray, float]:
+    """The input-channel scales (and their alpha) whose rounded linears best reproduce x @ W.T."""
+    rng = np.random.default_rng(seed)
+    sampled = [w[np.sort(rng.choice(w.shape[0], min(w.shape[0], SAMPLE_OUTPUTS), replace=False))] for w in weights]
+    exact = [x @ w.T for w in sampled]
+    stat = np.maximum(mean_abs, mean_abs.max() * 1e-5).astype(np.float64)
+    best, best_alpha, best_err = np.ones(len(mean_abs), np.float32), 0.0, np.inf
+    for alpha in ALPHAS:
+        s = stat**alpha
+        s = (s / np.sqrt(s.max() * s.min())).astype(np.float32)
+        err = sum(float((((x / s) @ fake_quantize(w * s, bits, block_size, symmetric).T - y) ** 2).sum())
+                  for w, y in zip(sampled, exact))
+        if err < best_err:
+            best, best_alpha, best_err = s, alpha, err
+    return best, best_alpha
+
+
+class CalibrationForward:
+    """The float32 model over the calibration windows, one layer at a time (what the graph computes)."""
+
+    def __init__(self, arch, reader, windows: list[list[int]]):
+        self.arch, self.reader = arch, reader
+        ids = np.array(windows, dtype=np.int64)  # (windows, L)
+        self.h = reader.get(arch.tensor("embed"))[ids]  # (windows, L, hidden)
+        length = ids.shape[1]
+        self.cos, self.sin = rotary_caches(arch.head_dim, length, arch.rope_theta, arch.rope_scaling)
+        pos = np.arange(length)
+        allowed = pos[None, :] <= pos[:, None]
+        if arch.sliding_window:
+            allowed &= pos[None, :] > pos[:, None] - int(arch.sliding_window)
+        self.mask = np.where(allowed, 0.0, -np.inf).astype(np.float32)  # (L, L)
+
+    def _norm(self, x: np.ndarray, gain: np.ndarray) -> np.ndarray:
+        return x / np.sqrt((x * x).mean(-1, keepdims=True) + self.arch.rms_norm_eps) * gain
+
+    def _rotate(self, x: np.ndarray) -> np.ndarray:  # (..., L, heads, hd), half-split rotary
+        half = x.shape[-1] // 2
+        cos, sin = self.cos[:, None, :], self.sin[:, None, :]
+        x1, x2 = x[..., :half], x[..., half:]
+        return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+    def layer(self, w: dict[str, np.ndarray | None]) -> dict[str, np.ndarray]:
+        """Advance the hidden states through one layer of float weights `w` (by role); return each group's
+        input activations, (tokens, channels)."""
+        a, h = self.arch, self.h
+        nw, length, _ = h.shape
+        nh, kv, hd = a.num_heads, a.num_kv_heads, a.head_dim
+        x = self._norm(h, w["input_norm"])
+        q, k, v = (x @ w[r].T + (w[f"{r}_bias"] if w[f"{r}_bias"] is not None else 0) for r in "qkv")
+        q = self._rotate(q.reshape(nw, length, nh, hd)).transpose(0, 2, 1, 3)  # (nw, nh, L, hd)
+        k = self._rotate(k.reshape(nw, length, kv, hd)).transpose(0, 2, 1, 3)
+        v = v.reshape(nw, length, kv, hd).transpose(0, 2, 1, 3)
+        group = nh // kv
+        q = q.reshape(nw, kv, group * length, hd)  # the query heads sharing one kv head, stacked
+        scores = (q @ k.transpose(0, 1, 3, 2) * float(hd) ** -0.5).reshape(nw, kv, group, length, length) + self.mask
+        scores = np.exp(scores - scores.max(-1, keepdims=True))
+        probs = (scores / scores.sum(-1, keepdims=True)).reshape(nw, kv, group * length, length)
+        attn = (probs @ v).reshape(nw, nh, length, hd).transpose(0, 2, 1, 3).reshape(nw, length, nh * hd)
+        h = h + attn @ w["o"].T
+        x2 = self._norm(h, w["post_norm"])
+        gate, up = x2 @ w["gate"].T, x2 @ w["up"].T
+        prod = gate / (1.0 + np.exp(-gate)) * up
+        self.h = h + prod @ w["down"].T  # float32 throughout (numpy scalars would promote to float64)
+        return {"attn": x.reshape(nw * length, -1), "mlp": x2.reshape(nw * length, -1),
+                "down": prod.reshape(nw * length, -1)}
+
+
+class AwqReader:
+    """A SafetensorsReader whose layer weights come out scaled, their producers absorbing the inverse.
+
+    The first request for a tensor of layer i runs layer i of the calibration forward on the float
+    weights and chooses that layer's scales; the builder asks for layers in order, so the forward advances
+    with it."""
+
+    def __init__(self, reader, arch, windows: list[list[int]], fmt, seed: int = 0):
+        self.reader, self.arch, self.fmt, self.seed = reader, arch, fmt, seed
+        self.windows = windows
+        self.forward: CalibrationForward | None = None
+        self.layer_of = {arch.tensor(role, i): i for i in range(arch.num_layers) for role in LAYER_ROLES}
+        self.done = -1
+        self.current: dict[str, np.ndarray] = {}  # the scaled tensors of the latest layer, by name
+        self.alphas: dict[tuple[str, int], float] = {}
+        self.rng = np.random.default_rng(seed)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.reader
+
+    def get(self, name: str) -> np.ndarray:
+        layer = self.layer_of.get(name)
+        if layer is None:
+            return self.reader.get(name)
+        while self.done < layer:
+            self._calibrate(self.done + 1)
+        if layer < self.done:
+            raise RuntimeError(f"{name}: layer {layer} was asked for after layer {self.done}")
+        return self.current[name] if name in self.current else self.reader.get(name)
+
+    def _calibrate(self, layer: int) -> None:
+        a, fmt = self.arch, self.fmt
+        if self.forward is None:
+            self.forward = CalibrationForward(a, self.reader, self.windows)
+        w = {role: self._maybe(a.tensor(role, layer)) for role in LAYER_ROLES}
+        acts = self.forward.layer(w)
+        scaled = {role: w[role] for role in LAYER_ROLES}
+        for group in GROUPS:
+            x = acts[group.name]
+            rows = x[np.sort(self.rng.choice(len(x), min(len(x), SAMPLE_ROWS), replace=False))]
+            s, alpha = best_scales(rows, np.abs(x).mean(0), [w[r] for r in group.linears], fmt.bits,
+                                   fmt.block(group.mlp), fmt.symmetric, seed=self.seed + layer)
+            self.alphas[(group.name, layer)] = alpha
+            for role in group.linears:
+                scaled[role] = scaled[role] * s
+            fold = scaled[group.fold]
+            scaled[group.fold] = fold / s[:, None] if group.fold_rows else fold / s
+        self.current = {a.tensor(role, layer): t for role, t in scaled.items() if t is not None}
+        self.done = layer
+
+    def _maybe(self, name: str) -> np.ndarray | None:
+        return self.reader.get(name) if name in self.reader else None
+
+    @property
+    def mean_alpha(self) -> float:
+        return float(np.mean(list(self.alphas.values()))) if self.alphas else 0.0
+
+
+def awq_reader(source, reader, fmt, samples: int, seed: int = 0) -> AwqReader:
+    from edgelm.export.calibration import calibration_windows
+
+    return AwqReader(reader, source.arch, calibration_windows(source, samples, WINDOW), fmt, seed)
