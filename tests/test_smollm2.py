@@ -2,9 +2,13 @@
 
 Measured on this machine: the int4 package answers the demo prompt with "Paris". Teacher-forced top-1
 agreement with the PyTorch fp32 model (the dequantized GGUF) over 32-token greedy continuations of four
-chat prompts, packages from the native builder (the default): fp32 1.000, int8 0.977, int4 0.680. The
-optimum path with onnxruntime's quantizer measured int8 0.961 (0.992 with accuracy_level 0) and int4 0.719
-(keeping lm_head in fp32 did not change it: the loss is in the decoder body). Bounds sit under those.
+chat prompts, packages from the native builder (the default): fp32 1.000, int8 0.961, int4 0.688 (awq,
+zero points, block 32 with the MLP at 128; plain rounding at block 32 without zero points measured 0.680,
+and int8 without zero points 0.977). Earlier, with block-32 symmetric defaults, the optimum path with
+onnxruntime's quantizer measured int8 0.961 (0.992 with accuracy_level 0) and int4 0.719 (keeping lm_head
+in fp32 did not change it: the loss is in the decoder body). Bounds sit under those. Teacher-forced top-1
+over 128 positions moves by a few hundredths between formats; the KL divergence in test_awq.py separates
+them better.
 """
 
 import numpy as np
@@ -42,14 +46,23 @@ def test_int4_answers_the_demo_prompt(builds):
     assert "Paris" in proc.stdout
 
 
-def test_native_int4_agrees_with_the_optimum_path(builds):
-    """The two builders quantize differently (own RTN vs onnxruntime's); their greedy answers agree."""
-    native = load(builds.package("smollm2", "int4", "native"))
-    optimum = load(builds.package("smollm2", "int4", "optimum"))
-    ids = native.encode_prompt(QUESTION, chat=True)
-    a = list(native.stream_ids(ids, max_new_tokens=16, ignore_eos=True))
-    b = list(optimum.stream_ids(ids, max_new_tokens=16, ignore_eos=True))
-    assert a == b
+def test_native_int4_follows_fp32_at_least_as_long_as_the_optimum_path(builds):
+    """Greedy answers to the demo prompt, against the fp32 package. The two int4 builders used to agree
+    with each other for 16 tokens while both were plain rounding; measured now: the native int4 (awq) is
+    identical to fp32 for the first 19 of 32 tokens, the optimum path (onnxruntime's quantizer) for 6
+    ("Paris, France." where fp32 says "Paris."), so the builders agree for 6."""
+    fp32 = load(builds.package("smollm2", "fp32"))
+    ids = fp32.encode_prompt(QUESTION, chat=True)
+
+    def same_as_fp32(model) -> int:
+        out = list(model.stream_ids(ids, max_new_tokens=32, ignore_eos=True))
+        return next((i for i, (a, b) in enumerate(zip(out, want)) if a != b), len(out))
+
+    want = list(fp32.stream_ids(ids, max_new_tokens=32, ignore_eos=True))
+    native = same_as_fp32(load(builds.package("smollm2", "int4", "native")))
+    optimum = same_as_fp32(load(builds.package("smollm2", "int4", "optimum")))
+    print(f"smollm2 int4 greedy tokens identical to fp32: native {native}, optimum {optimum}")
+    assert native >= max(optimum, 16)
 
 
 def test_tokenizer_and_chat_template_match_transformers(builds):
