@@ -5,6 +5,9 @@
 - agreement: the reference (an edgelm package, or an HF folder run by PyTorch) continues each prompt
   greedily for `n` tokens; the fraction of those positions where the candidate's top-1 equals the
   reference's, teacher-forced (one early difference does not poison the rest).
+- divergence: over the same windows as perplexity, the mean KL divergence KL(reference || candidate) of
+  the next-token distributions and their top-1 agreement, at every position: how far a quantized package
+  moves from its float reference on text (the measure llama.cpp's perplexity tool reports as KLD).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ class Quality:
     perplexity: float | None
     agreement: float | None = None
     reference: str | None = None
+    kl: float | None = None  # mean KL(reference || package) over the perplexity text
+    text_top1: float | None = None  # top-1 agreement with the reference over the perplexity text
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -48,19 +53,37 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(-1, keepdims=True))
 
 
-def perplexity(model, text: str | None = None, window: int = 256) -> float:
+def windows(model, text: str | None = None, window: int = 256) -> list[list[int]]:
+    """The token windows perplexity and divergence read: `text` (default the shipped corpus), each window
+    starting fresh so every package sees exactly the same contexts."""
     ids = model.tokenizer.encode(text if text is not None else CORPUS.read_text(encoding="utf-8"))
     window = min(window, model.manifest.context_length)
+    return [ids[i : i + window] for i in range(0, len(ids) - 1, window) if len(ids[i : i + window]) >= 2]
+
+
+def _log_probs(model, chunk: list[int]) -> np.ndarray:
+    model.decoder.reset()
+    return log_softmax(model.decoder.forward(chunk, last_only=False))  # (n, vocab)
+
+
+def perplexity(model, text: str | None = None, window: int = 256) -> float:
     nll, count = 0.0, 0
-    for start in range(0, len(ids) - 1, window):
-        chunk = ids[start : start + window]
-        if len(chunk) < 2:
-            break
-        model.decoder.reset()
-        logp = log_softmax(model.decoder.forward(chunk, last_only=False))  # (n, vocab)
+    for chunk in windows(model, text, window):
+        logp = _log_probs(model, chunk)
         nll -= float(logp[np.arange(len(chunk) - 1), chunk[1:]].sum())
         count += len(chunk) - 1
     return float(np.exp(nll / count))
+
+
+def divergence(model, reference, text: str | None = None, window: int = 256) -> tuple[float, float]:
+    """(mean KL(reference || model), top-1 agreement) over every position of the text's windows."""
+    kl, top = [], []
+    for chunk in windows(model, text, window):
+        got = _log_probs(model, chunk)
+        want = log_softmax(reference.logits(chunk))
+        kl.append((np.exp(want) * (want - got)).sum(-1))
+        top.append(want.argmax(-1) == got.argmax(-1))
+    return float(np.concatenate(kl).mean()), float(np.concatenate(top).mean())
 
 
 class PackageReference:
@@ -124,14 +147,16 @@ def agreement(model, reference, prompts=PROMPTS, n: int = 32, chat: bool = False
 
 
 def evaluate(package: str | Path, ref: str | Path | None = None, window: int = 256, ep: str = "cpu",
-             chat: bool = False, with_perplexity: bool = True) -> Quality:
-    """Perplexity and (with `ref`) agreement; `chat`: the agreement prompts are CHAT_PROMPTS through the
-    chat template instead of PROMPTS."""
+             chat: bool = False, with_perplexity: bool = True, text: str | None = None) -> Quality:
+    """Perplexity (on `text`, default the shipped corpus) and, with `ref`, agreement and divergence from
+    it; `chat`: the agreement prompts are CHAT_PROMPTS through the chat template instead of PROMPTS."""
     from edgelm.runtime import load
 
     model = load(package, ep=ep)
-    ppl = perplexity(model, window=window) if with_perplexity else None
+    ppl = perplexity(model, text, window) if with_perplexity else None
     if ref is None:
         return Quality(ppl)
+    reference = open_reference(ref)
     prompts = CHAT_PROMPTS if chat else PROMPTS
-    return Quality(ppl, agreement(model, open_reference(ref), prompts, chat=chat), str(ref))
+    kl, top = divergence(model, reference, text, window) if with_perplexity else (None, None)
+    return Quality(ppl, agreement(model, reference, prompts, chat=chat), str(ref), kl, top)

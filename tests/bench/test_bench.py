@@ -135,11 +135,25 @@ def test_eval_quality_against_reference(builds):
     fp32, int8 = builds.package("tiny-llama", "fp32"), builds.package("tiny-llama", "int8")
     same = evaluate(fp32, ref=fp32)
     assert same.agreement == 1.0 and same.perplexity > 1
+    assert same.kl == pytest.approx(0.0, abs=1e-5) and same.text_top1 == 1.0
     q = evaluate(int8, ref=builds.hf("tiny-llama"))  # the HF folder: a PyTorch reference
-    assert q.agreement >= 0.85  # measured 0.97 for this seed (test_parity.py)
+    assert q.agreement >= 0.85  # measured 1.00 for this seed (test_parity.py)
     assert q.perplexity == pytest.approx(same.perplexity, rel=0.2)
+    assert 0 < q.kl < 0.5 and q.text_top1 > 0.8
+    int4 = evaluate(builds.package("tiny-llama", "int4"), ref=fp32)
+    assert int4.kl > q.kl  # 16 levels per block move further than 256
     proc = run_cli("eval", int8, "--ref", fp32, check=True)
-    assert "perplexity" in proc.stdout and "agreement" in proc.stdout
+    assert "perplexity" in proc.stdout and "agreement" in proc.stdout and "KL divergence" in proc.stdout
+
+
+def test_eval_reads_a_text_file(builds, tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text("The river Seine flows through Paris. " * 20, encoding="utf-8")
+    fp32 = builds.package("tiny-llama", "fp32")
+    proc = run_cli("eval", fp32, "--text", text, "--window", "64", check=True)
+    assert f"({text}, windows of 64 tokens)" in proc.stdout
+    proc = run_cli("eval", fp32, "--text", tmp_path / "missing.txt")
+    assert proc.returncode == 2 and "cannot read --text" in proc.stderr
 
 
 def test_agreement_detects_a_different_model(builds):
