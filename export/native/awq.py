@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgelm.errors import ExportError
 from edgelm.export.native.quant import fake_quantize
 from edgelm.export.native.rope import rotary_caches
 
@@ -146,7 +147,8 @@ class AwqReader:
         while self.done < layer:
             self._calibrate(self.done + 1)
         if layer < self.done:
-            raise RuntimeError(f"{name}: layer {layer} was asked for after layer {self.done}")
+            raise ExportError(f"awq: {name} (layer {layer}) was asked for after layer {self.done}; the calibration "
+                              "forward only moves forward (a builder bug, please report it)")
         return self.current[name] if name in self.current else self.reader.get(name)
 
     def _calibrate(self, layer: int) -> None:
