@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 from edgelm.errors import ExportError
@@ -73,9 +72,8 @@ def choose_backend(requested: str, source, mode: QuantMode) -> str:
         raise ExportError(f"the native builder does not support {what}; use --backend optimum")
     chosen = ("native" if native_ok else "optimum") if requested == "auto" else requested
     if chosen == "optimum" and mode.config.calibration == "awq" and mode.native_bits is not None:
-        raise ExportError(f"--calibration {mode.config.calibration} needs the native builder, which does not "
-                          f"export {source.arch.name if not source.arch.native else 'with this backend'}; "
-                          "drop --calibration or use --backend native")
+        raise ExportError("--calibration awq is done by the native builder, and this export takes the optimum "
+                          "backend (asked for, or needed by the architecture or precision); drop --calibration awq")
     return chosen
 
 
@@ -110,15 +108,7 @@ def _export_native(source, out: Path, config: ExportConfig, mode: QuantMode, lab
     from edgelm.export.native.decoder import export_native
 
     with staged_output(out, config.force) as stage:
-        _, io_names, weights, scaling = export_native(source, stage, mode.native_bits, config.quant_config,
-                                                      config.progress)
-        quant = mode.describe()
-        mlp_block = config.quant_config.mlp_block_size
-        if mode.native_bits is not None and mlp_block and mlp_block != quant.block_size:
-            quant = replace(quant, mlp_block_size=mlp_block)
-        if scaling:
-            quant = replace(quant, calibration=f"{scaling['method']}: {scaling['windows']} windows x "
-                                               f"{scaling['window']} tokens, mean alpha {scaling['mean_alpha']}")
+        _, io_names, weights, quant = export_native(source, stage, mode, config.progress)
         copy_support_files(source, stage)
         return write_manifest(stage, source, io_names, quant, "native", label, weights, kv_mode="shared")
 

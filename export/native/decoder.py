@@ -223,11 +223,13 @@ class DecoderBuilder:
         return out
 
 
-def export_native(source, workdir: Path, bits: int | None, quant_config, progress: bool = True):
-    """Build the fused decoder into `workdir/model.onnx` (+ .data); return (path, io, weight stats, scaling).
+def export_native(source, workdir: Path, mode, progress: bool = True):
+    """Build the fused decoder into `workdir/model.onnx` (+ .data) with `mode`'s precision; return (path, io,
+    weight stats, the manifest's Quantization: what was done, MLP block size and calibration included).
 
     With awq calibration (`resolve_calibration`: int4 by default) each layer's weights are scaled by
     activation-aware factors from a float forward of calibration windows (`edgelm.export.native.awq`)."""
+    bits, quant_config = mode.native_bits, mode.config
     fmt = LinearFormat(bits, quant_config.block_size, quant_config.symmetric, quant_config.accuracy_level,
                        mlp_block_size=quant_config.mlp_block_size)
     reader = SafetensorsReader(source.path)
@@ -248,6 +250,10 @@ def export_native(source, workdir: Path, bits: int | None, quant_config, progres
         builder.g.close()
         if bar is not None:
             bar.close()
-    scaling = None if awq is None else {"method": "awq", "windows": len(awq.windows), "window": len(awq.windows[0]),
-                                        "mean_alpha": round(awq.mean_alpha, 3)}
-    return path, NATIVE_IO, stats, scaling
+    quant = mode.describe()
+    if bits is not None and fmt.block(mlp=True) != fmt.block_size:
+        quant = replace(quant, mlp_block_size=fmt.block(mlp=True))
+    if awq is not None:
+        quant = replace(quant, calibration=f"awq: {len(awq.windows)} windows x {len(awq.windows[0])} tokens, "
+                                           f"mean alpha {awq.mean_alpha:.3f}")
+    return path, NATIVE_IO, stats, quant
