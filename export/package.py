@@ -63,6 +63,7 @@ def write_manifest(
     kv_mode: str = "concat",
     target: str = "cpu",
     static: StaticGraphs | None = None,
+    kv_dtype: str = "float32",
 ) -> Manifest:
     """`static`: an NPU package's graph pair; its decode graph is then the model file and its context the
     package's context length."""
@@ -73,7 +74,7 @@ def write_manifest(
         model_type=arch.model_type,
         model_file=static.decode_file if static else MODEL_FILE,
         io=io_names,
-        kv_cache=replace(arch.kv_cache(), mode=kv_mode),  # graph I/O stays fp32 in every mode
+        kv_cache=replace(arch.kv_cache(kv_dtype), mode=kv_mode),
         quantization=quantization,
         context_length=static.context if static else arch.context_length,
         vocab_size=arch.vocab_size,

@@ -110,7 +110,8 @@ def _export_native(source, out: Path, config: ExportConfig, mode: QuantMode, lab
     with staged_output(out, config.force) as stage:
         _, io_names, weights, quant = export_native(source, stage, mode, config.progress)
         copy_support_files(source, stage)
-        return write_manifest(stage, source, io_names, quant, "native", label, weights, kv_mode="shared")
+        return write_manifest(stage, source, io_names, quant, "native", label, weights, kv_mode="shared",
+                              kv_dtype=mode.native_float)
 
 
 def _export_npu(source, out: Path, config: ExportConfig, label: str) -> Manifest:

@@ -59,7 +59,8 @@ def get_mode(name: str, config: QuantConfig | None = None) -> QuantMode:
 class QuantMode:
     name: ClassVar[str] = ""
     native: ClassVar[bool] = True  # the native builder can emit this precision
-    native_bits: ClassVar[int | None] = None  # its linears: None = fp32 MatMul, else MatMulNBits bits
+    native_bits: ClassVar[int | None] = None  # its linears: None = float MatMul, else MatMulNBits bits
+    native_float: ClassVar[str] = "float32"  # activations, float weights and KV cache of the native graph
 
     def __init__(self, config: QuantConfig):
         self.config = config
@@ -78,9 +79,10 @@ class Float32(QuantMode):
 
 @register("fp16")
 class Float16(QuantMode):
-    """fp16 weights and compute, fp32 graph inputs and outputs (logits and KV cache)."""
+    """fp16 weights and compute. Native builder: fp16 KV cache, fp32 logits; optimum path: fp32 graph inputs
+    and outputs (logits and KV cache)."""
 
-    native = False
+    native_float = "float16"
 
     def apply(self, model):
         from onnxruntime.transformers.float16 import convert_float_to_float16

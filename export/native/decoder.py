@@ -46,6 +46,7 @@ class LinearFormat:
     accuracy_level: int = 4
     pack_mlp: bool = True  # gate|up as one MatMulNBits
     mlp_block_size: int | None = None  # gate/up/down (most of the weights); None = block_size
+    float_type: str = "float32"  # activations, float weights and the KV cache (float16: fp16 package)
 
     def block(self, mlp: bool = False) -> int:
         return self.mlp_block_size or self.block_size if mlp else self.block_size
@@ -55,21 +56,26 @@ class DecoderBuilder:
     def __init__(self, arch: ArchSpec, reader: SafetensorsReader, folder: Path, model_file: str, fmt: LinearFormat,
                  progress=None):
         self.arch, self.reader, self.fmt, self.progress = arch, reader, fmt, progress
+        self.float = np.dtype(fmt.float_type)  # every float tensor of the graph but the logits
         self.g = GraphBuilder(folder, model_file)
+
+    def _f(self, array: np.ndarray) -> np.ndarray:
+        return array.astype(self.float, copy=False)
 
     # -- building blocks -----------------------------------------------------------------------
     def linear(self, x: str, weight: np.ndarray, name: str, bias: np.ndarray | None = None, mlp: bool = False) -> str:
         """x @ weight.T (+ bias); weight is HF's (out, in). `mlp`: quantized with the MLP block size."""
         g, fmt = self.g, self.fmt
         if fmt.bits is None:
-            w = g.weight(f"{name}.weight", np.ascontiguousarray(weight.T))
+            w = g.weight(f"{name}.weight", np.ascontiguousarray(self._f(weight).T))
             (y,) = g.node("MatMul", [x, w], [f"{name}/out"], name=f"{name}/MatMul")
         else:
             block = fmt.block(mlp)
             y = self._matmul_nbits(x, self._store(quantize_blockwise(weight, fmt.bits, block, fmt.symmetric), name,
                                                   block), name)
         if bias is not None:
-            (y,) = self.g.node("Add", [y, self.g.weight(f"{name}.bias", bias)], [f"{name}/biased"], name=f"{name}/Add")
+            (y,) = self.g.node("Add", [y, self.g.weight(f"{name}.bias", self._f(bias))], [f"{name}/biased"],
+                               name=f"{name}/Add")
         return y
 
     def _store(self, q, name: str, block: int, gather_only: bool = False) -> tuple:
@@ -94,7 +100,7 @@ class DecoderBuilder:
         table = self.reader.get(a.tensor("embed"))  # (vocab, hidden)
         name = "/model/embed_tokens"
         if fmt.bits is None or table.shape[1] % fmt.block_size:
-            w = g.weight("model.embed_tokens.weight", table, gather_only=True)
+            w = g.weight("model.embed_tokens.weight", self._f(table), gather_only=True)
             (x,) = g.node("Gather", [w, ids], [f"{name}/out"], name=f"{name}/Gather")
             return x, None
         q = quantize_blockwise(table, fmt.bits, fmt.block_size, fmt.symmetric)
@@ -109,7 +115,7 @@ class DecoderBuilder:
     def norm(self, x: str, residual: str | None, weight_role: str, layer: int | None, name: str) -> tuple[str, str]:
         """RMSNorm of x (+ residual when given); returns (normed, new residual)."""
         g, eps = self.g, self.arch.rms_norm_eps
-        w = g.weight(f"{name}.weight", self.reader.get(self.arch.tensor(weight_role, layer)))
+        w = g.weight(f"{name}.weight", self._f(self.reader.get(self.arch.tensor(weight_role, layer))))
         if residual is None:
             (y,) = g.node("SimplifiedLayerNormalization", [x, w], [f"{name}/out"], name=f"{name}/SimplifiedLayerNorm",
                           axis=-1, epsilon=eps, stash_type=1)
@@ -129,8 +135,10 @@ class DecoderBuilder:
     # -- the model -----------------------------------------------------------------------------
     def build(self) -> tuple[Path, WeightStats]:
         from onnx import TensorProto as T
+        from onnx.helper import np_dtype_to_tensor_dtype
 
         a, g = self.arch, self.g
+        ftype = np_dtype_to_tensor_dtype(self.float)
         kv, hd = a.num_kv_heads, a.head_dim
         io = NATIVE_IO
         ids = g.input(io.input_ids, T.INT64, ["batch", "sequence"])
@@ -140,7 +148,7 @@ class DecoderBuilder:
         tied = a.tied_embeddings or a.tensor("lm_head") not in self.reader
         x, shared_head = self.embedding(ids, tied)
         cos, sin = rotary_caches(hd, a.context_length, a.rope_theta, a.rope_scaling)
-        cos_name, sin_name = g.weight("rotary.cos_cache", cos), g.weight("rotary.sin_cache", sin)
+        cos_name, sin_name = g.weight("rotary.cos_cache", self._f(cos)), g.weight("rotary.sin_cache", self._f(sin))
         del cos, sin
 
         residual, down = None, x
@@ -152,8 +160,8 @@ class DecoderBuilder:
             qkv_b = np.concatenate(biases) if all(b is not None for b in biases) else None
             qkv = self.linear(h, qkv_w, f"{p}/attn/qkv_proj", qkv_b)
             del qkv_w
-            past_k, past_v = (g.input(n, T.FLOAT, ["batch", kv, "past_sequence", hd]) for n in io.past_names(i))
-            present_k, present_v = (g.output(n, T.FLOAT, ["batch", kv, "total_sequence", hd])
+            past_k, past_v = (g.input(n, ftype, ["batch", kv, "past_sequence", hd]) for n in io.past_names(i))
+            present_k, present_v = (g.output(n, ftype, ["batch", kv, "total_sequence", hd])
                                     for n in io.present_names(i))
             window = a.sliding_window
             attn, _, _ = g.node(
@@ -180,8 +188,11 @@ class DecoderBuilder:
             head = self.reader.get(a.tensor("embed" if tied else "lm_head"))  # read again, not held meanwhile
             logits = self.linear(last, head, "/lm_head")
             del head
-        g.node("Identity", [logits], [g.output(io.logits, T.FLOAT, ["batch", "kept_sequence", a.vocab_size])],
-               name="/lm_head/Identity")
+        out = g.output(io.logits, T.FLOAT, ["batch", "kept_sequence", a.vocab_size])  # float32 in every mode
+        if ftype == T.FLOAT:
+            g.node("Identity", [logits], [out], name="/lm_head/Identity")
+        else:
+            g.node("Cast", [logits], [out], name="/lm_head/Cast", to=T.FLOAT)
         path = g.save()
         return path, WeightStats(total=g.total_bytes, per_token=g.total_bytes - g.gather_only_bytes)
 
@@ -231,7 +242,7 @@ def export_native(source, workdir: Path, mode, progress: bool = True):
     activation-aware factors from a float forward of calibration windows (`edgelm.export.native.awq`)."""
     bits, quant_config = mode.native_bits, mode.config
     fmt = LinearFormat(bits, quant_config.block_size, quant_config.symmetric, quant_config.accuracy_level,
-                       mlp_block_size=quant_config.mlp_block_size)
+                       mlp_block_size=quant_config.mlp_block_size, float_type=mode.native_float)
     reader = SafetensorsReader(source.path)
     awq = None
     if resolve_calibration(quant_config, bits, "native") == "awq":

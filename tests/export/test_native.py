@@ -74,12 +74,18 @@ def test_tied_lm_head_shares_the_quantized_embedding(builds):
 
 
 def test_backend_choice(builds, tmp_path):
-    hf = builds.hf("tiny-llama")
-    fp16 = export_model(hf, tmp_path / "fp16", ExportConfig(quant="fp16", progress=False))
-    assert fp16.source["backend"] == "optimum"  # auto falls back where native cannot
-    with pytest.raises(ExportError, match="native builder does not support fp16"):
-        export_model(hf, tmp_path / "x", ExportConfig(quant="fp16", backend="native", progress=False))
-    assert not (tmp_path / "x").exists()
+    from types import SimpleNamespace
+
+    from edgelm.export.pipeline import choose_backend
+    from edgelm.export.quantize import get_mode
+
+    fp16 = export_model(builds.hf("tiny-llama"), tmp_path / "fp16", ExportConfig(quant="fp16", progress=False))
+    assert fp16.source["backend"] == "native" and fp16.kv_cache.dtype == "float16"
+    # an architecture the native builder does not know: auto falls back, asking for native is an error
+    foreign = SimpleNamespace(arch=SimpleNamespace(native=False, name="GPT2LMHeadModel"))
+    assert choose_backend("auto", foreign, get_mode("int4")) == "optimum"
+    with pytest.raises(ExportError, match="native builder does not support GPT2LMHeadModel"):
+        choose_backend("native", foreign, get_mode("int4"))
 
 
 def test_packed_and_separate_gate_up_give_the_same_logits(builds, tmp_path):
