@@ -5,7 +5,7 @@
 - agreement: the reference (an edgelm package, or an HF folder run by PyTorch) continues each prompt
   greedily for `n` tokens; the fraction of those positions where the candidate's top-1 equals the
   reference's, teacher-forced (one early difference does not poison the rest).
-- divergence: over the same windows as perplexity, the mean KL divergence KL(reference || candidate) of
+- divergence (same pass as perplexity): over the same windows, the mean KL divergence KL(reference || candidate) of
   the next-token distributions and their top-1 agreement, at every position: how far a quantized package
   moves from its float reference on text (the measure llama.cpp's perplexity tool reports as KLD).
 """
@@ -66,24 +66,25 @@ def _log_probs(model, chunk: list[int]) -> np.ndarray:
     return log_softmax(model.decoder.forward(chunk, last_only=False))  # (n, vocab)
 
 
-def perplexity(model, text: str | None = None, window: int = 256) -> float:
-    nll, count = 0.0, 0
-    for chunk in windows(model, text, window):
-        logp = _log_probs(model, chunk)
-        nll -= float(logp[np.arange(len(chunk) - 1), chunk[1:]].sum())
-        count += len(chunk) - 1
-    return float(np.exp(nll / count))
-
-
-def divergence(model, reference, text: str | None = None, window: int = 256) -> tuple[float, float]:
-    """(mean KL(reference || model), top-1 agreement) over every position of the text's windows."""
-    kl, top = [], []
+def text_pass(model, reference=None, text: str | None = None, window: int = 256) -> tuple[float, float | None, float | None]:
+    """One pass of `model` over the text's windows: (perplexity, mean KL(reference || model), top-1 agreement
+    with the reference at every position); the last two are None without a reference."""
+    nll, count, kl, top = 0.0, 0, [], []
     for chunk in windows(model, text, window):
         got = _log_probs(model, chunk)
-        want = log_softmax(reference.logits(chunk))
-        kl.append((np.exp(want) * (want - got)).sum(-1))
-        top.append(want.argmax(-1) == got.argmax(-1))
-    return float(np.concatenate(kl).mean()), float(np.concatenate(top).mean())
+        nll -= float(got[np.arange(len(chunk) - 1), chunk[1:]].sum())
+        count += len(chunk) - 1
+        if reference is not None:
+            want = log_softmax(reference.logits(chunk))
+            kl.append((np.exp(want) * (want - got)).sum(-1))
+            top.append(want.argmax(-1) == got.argmax(-1))
+    if reference is None:
+        return float(np.exp(nll / count)), None, None
+    return float(np.exp(nll / count)), float(np.concatenate(kl).mean()), float(np.concatenate(top).mean())
+
+
+def perplexity(model, text: str | None = None, window: int = 256) -> float:
+    return text_pass(model, None, text, window)[0]
 
 
 class PackageReference:
@@ -147,16 +148,19 @@ def agreement(model, reference, prompts=PROMPTS, n: int = 32, chat: bool = False
 
 
 def evaluate(package: str | Path, ref: str | Path | None = None, window: int = 256, ep: str = "cpu",
-             chat: bool = False, with_perplexity: bool = True, text: str | None = None) -> Quality:
-    """Perplexity (on `text`, default the shipped corpus) and, with `ref`, agreement and divergence from
-    it; `chat`: the agreement prompts are CHAT_PROMPTS through the chat template instead of PROMPTS."""
+             chat: bool = False, with_perplexity: bool = True, text: str | None = None,
+             divergence: bool = False) -> Quality:
+    """Perplexity (on `text`, default the shipped corpus) and, with `ref`, agreement with it; `divergence`
+    also compares every position of the text with the reference (in the same pass); `chat`: the agreement
+    prompts are CHAT_PROMPTS through the chat template instead of PROMPTS."""
     from edgelm.runtime import load
 
     model = load(package, ep=ep)
-    ppl = perplexity(model, text, window) if with_perplexity else None
-    if ref is None:
+    reference = open_reference(ref) if ref is not None else None
+    ppl = kl = top = None
+    if with_perplexity:
+        ppl, kl, top = text_pass(model, reference if divergence else None, text, window)
+    if reference is None:
         return Quality(ppl)
-    reference = open_reference(ref)
     prompts = CHAT_PROMPTS if chat else PROMPTS
-    kl, top = divergence(model, reference, text, window) if with_perplexity else (None, None)
     return Quality(ppl, agreement(model, reference, prompts, chat=chat), str(ref), kl, top)

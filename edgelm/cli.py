@@ -175,7 +175,7 @@ def _cmd_eval(args) -> int:
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read --text {args.text}: {exc}") from None
     q = evaluate(args.package, args.ref, window=args.window, ep=args.ep, chat=args.chat,
-                 with_perplexity=not args.no_perplexity, text=text)
+                 with_perplexity=not args.no_perplexity, text=text, divergence=True)
     where = args.text or "shipped corpus"
     if q.perplexity is not None:
         print(f"perplexity {q.perplexity:.3f} ({where}, windows of {args.window} tokens)")
