@@ -73,10 +73,11 @@ def best_scales(x: np.ndarray, mean_abs: np.ndarray, weights: list[np.ndarray], 
 class CalibrationForward:
     """The float32 model over the calibration windows, one layer at a time (what the graph computes)."""
 
-    def __init__(self, arch, reader, windows: list[list[int]]):
-        self.arch, self.reader = arch, reader
+    def __init__(self, arch, table: np.ndarray, windows: list[list[int]]):
+        """`table`: the embedding table (vocab, hidden)."""
+        self.arch = arch
         ids = np.array(windows, dtype=np.int64)  # (windows, L)
-        self.h = reader.get(arch.tensor("embed"))[ids]  # (windows, L, hidden)
+        self.h = table[ids]  # (windows, L, hidden)
         length = ids.shape[1]
         self.cos, self.sin = rotary_caches(arch.head_dim, length, arch.rope_theta, arch.rope_scaling)
         pos = np.arange(length)
@@ -125,7 +126,7 @@ class AwqReader:
 
     The first request for a tensor of layer i runs layer i of the calibration forward on the float
     weights and chooses that layer's scales; the builder asks for layers in order, so the forward advances
-    with it."""
+    with it. The forward starts from the embedding table the builder reads first, not a second read."""
 
     def __init__(self, reader, arch, windows: list[list[int]], fmt, seed: int = 0):
         self.reader, self.arch, self.fmt, self.seed = reader, arch, fmt, seed
@@ -143,7 +144,10 @@ class AwqReader:
     def get(self, name: str) -> np.ndarray:
         layer = self.layer_of.get(name)
         if layer is None:
-            return self.reader.get(name)
+            tensor = self.reader.get(name)
+            if self.forward is None and name == self.arch.tensor("embed"):
+                self.forward = CalibrationForward(self.arch, tensor, self.windows)
+            return tensor
         while self.done < layer:
             self._calibrate(self.done + 1)
         if layer < self.done:
@@ -153,8 +157,8 @@ class AwqReader:
 
     def _calibrate(self, layer: int) -> None:
         a, fmt = self.arch, self.fmt
-        if self.forward is None:
-            self.forward = CalibrationForward(a, self.reader, self.windows)
+        if self.forward is None:  # a builder that asked for a layer before the embedding
+            self.forward = CalibrationForward(a, self.reader.get(a.tensor("embed")), self.windows)
         w = {role: self._maybe(a.tensor(role, layer)) for role in LAYER_ROLES}
         acts = self.forward.layer(w)
         scaled = {role: w[role] for role in LAYER_ROLES}

@@ -36,11 +36,11 @@ def test_calibration_forward_matches_torch(builds, preset):
 
     source = open_source(builds.hf(preset))
     windows = calibration_windows(source, 2, 24)
-    forward = awq.CalibrationForward(source.arch, SafetensorsReader(source.path), windows)
+    reader, arch = SafetensorsReader(source.path), source.arch
+    forward = awq.CalibrationForward(arch, reader.get(arch.tensor("embed")), windows)
     model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32).eval()
     with torch.no_grad():
         hidden = model(torch.tensor(windows), output_hidden_states=True).hidden_states
-    reader, arch = SafetensorsReader(source.path), source.arch
     for layer in range(arch.num_layers - 1):  # the last entry of hidden_states is after the final norm
         forward.layer({role: reader.get(arch.tensor(role, layer)) if arch.tensor(role, layer) in reader else None
                        for role in awq.LAYER_ROLES})
