@@ -34,11 +34,12 @@ def quant_modes() -> list[str]:
 CALIBRATIONS = ("auto", "none", "awq")
 
 
-def resolve_calibration(config: QuantConfig, bits: int | None, backend: str) -> str:
+def resolve_calibration(config: QuantConfig, bits: int | None) -> str:
+    """What the native builder does for linears of `bits` (None: float, nothing to prepare)."""
     if bits is None:
         return "none"
     if config.calibration == "auto":
-        return "awq" if bits == 4 and backend == "native" else "none"
+        return "awq" if bits == 4 else "none"
     return config.calibration
 
 

@@ -245,7 +245,7 @@ def export_native(source, workdir: Path, mode, progress: bool = True):
                        mlp_block_size=quant_config.mlp_block_size, float_type=mode.native_float)
     reader = SafetensorsReader(source.path)
     awq = None
-    if resolve_calibration(quant_config, bits, "native") == "awq":
+    if resolve_calibration(quant_config, bits) == "awq":
         from edgelm.export.native.awq import awq_reader
 
         reader = awq = awq_reader(source, reader, fmt, quant_config.calibration_samples)
