@@ -15,13 +15,14 @@ class ModelSourceError(EdgeLMError):
 
 
 class UnsupportedArchitecture(EdgeLMError):
-    """The model's `architectures` entry has no registered exporter."""
+    """Neither the native builder nor optimum can export the model's `architectures` entry."""
 
-    def __init__(self, name: str, supported: list[str]):
+    def __init__(self, name: str, supported: list[str], detail: str | None = None):
         self.name = name
         self.supported = sorted(supported)
+        why = f"; optimum failed: {detail}" if detail else ""
         super().__init__(
-            f"architecture {name!r} is not supported; supported: {', '.join(self.supported)}"
+            f"architecture {name!r} is not supported: the native builder knows {', '.join(self.supported)}{why}"
         )
 
 

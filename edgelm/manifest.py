@@ -126,6 +126,26 @@ class WeightStats:
 
 
 @dataclass(frozen=True)
+class QualityCheck:
+    """What the export's self-check measured: the package run on the CPU against its source model's own
+    forward in transformers (float32), fed the same token ids. `text`: what was compared; the figures are
+    over every position of `windows` (plain and chat-formatted), plus greedy continuations: the package's
+    greedy tokens that the reference also picks, counted up to each continuation's first disagreement."""
+
+    reference: str  # e.g. "transformers 4.57.6, float32 forward (weights stored as BF16)"
+    text: str
+    positions: int
+    max_abs_logit_diff: float
+    kl: float  # mean KL(reference || package) of the next-token distributions
+    top1: float  # fraction of positions whose argmax agrees
+    greedy_agreed: int
+    greedy_total: int
+    tolerance: float | None = None  # float packages: the max |logit diff| allowed (else the export fails)
+    verdict: str = "pass"  # pass | warn: <why>  (a failing float package is never written)
+    provider: str = "cpu"
+
+
+@dataclass(frozen=True)
 class Manifest:
     architecture: str
     model_type: str
@@ -143,6 +163,7 @@ class Manifest:
     weights: WeightStats | None = None
     target: str = "cpu"  # what the package was exported for: cpu (dynamic shapes) | npu-qnn (static pair)
     static: StaticGraphs | None = None
+    quality: QualityCheck | None = None  # the export's self-check against its source (None: --no-check)
     files: dict[str, FileEntry] = field(default_factory=dict)
     producer: dict[str, str] = field(default_factory=dict)
     source: dict[str, str] = field(default_factory=dict)

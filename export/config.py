@@ -42,3 +42,5 @@ class ExportConfig:
     npu: NpuConfig = field(default_factory=NpuConfig)
     force: bool = False
     progress: bool = True
+    check: bool = True  # run the package against its source model before putting it in place (export.check)
+    min_agreement: float | None = None  # quantized: fail when the self-check's top-1 agreement is below this

@@ -10,11 +10,12 @@ import contextlib
 import io
 import logging
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
-from edgelm.errors import ExportError
+from edgelm.errors import ExportError, UnsupportedArchitecture, first_line
 from edgelm.export.source import ModelSource
-from edgelm.manifest import GraphIO
+from edgelm.manifest import GraphIO, KVCache
 
 # The names optimum gives the decoder's inputs and outputs.
 OPTIMUM_IO = GraphIO(
@@ -29,8 +30,9 @@ OPTIMUM_IO = GraphIO(
 )
 
 
-def export_onnx(source: ModelSource, workdir: Path) -> tuple[Path, GraphIO]:
-    """Export `source` to `workdir/model.onnx`; return the path and the graph's I/O names."""
+def export_onnx(source: ModelSource, workdir: Path) -> tuple[Path, GraphIO, KVCache]:
+    """Export `source` to `workdir/model.onnx`; return the path, the graph's I/O names and its KV-cache layout
+    (read from the graph, so architectures without a spec get the right one)."""
     from optimum.exporters.onnx import main_export
 
     optimum_log = logging.getLogger("optimum")
@@ -46,28 +48,45 @@ def export_onnx(source: ModelSource, workdir: Path) -> tuple[Path, GraphIO]:
                 do_validation=False,
                 local_files_only=True,
             )
+    except Exception as exc:  # optimum's own errors are untyped (ValueError, KeyError, ...): one line, typed
+        detail = f"{type(exc).__name__}: {first_line(exc, 200)}"
+        if not source.arch.native:
+            from edgelm.export.arch import registered_architectures
+
+            raise UnsupportedArchitecture(source.arch.name, registered_architectures(), detail) from None
+        raise ExportError(f"optimum could not export {source.arch.name}: {detail}") from None
     finally:
         optimum_log.setLevel(level)
     path = workdir / "model.onnx"
     if not path.is_file():
         raise ExportError(f"optimum produced no model.onnx in {workdir}")
-    check_io(path, OPTIMUM_IO, source.arch.num_layers)
-    return path, OPTIMUM_IO
+    return (path, *graph_io(path, OPTIMUM_IO))
 
 
-def check_io(path: Path, io_names: GraphIO, num_layers: int) -> None:
-    """Fail loudly if the graph's I/O does not match what the manifest will promise."""
+def graph_io(path: Path, io_names: GraphIO) -> tuple[GraphIO, KVCache]:
+    """The I/O names the graph really has (position_ids only if it is an input) and its KV-cache layout
+    (layers = past key inputs; kv heads and head_dim from their static dims); fail loudly on a mismatch."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    inputs = {i.name for i in model.graph.input}
+    inputs = {i.name: i for i in model.graph.input}
     outputs = {o.name for o in model.graph.output}
-    want_in = {io_names.input_ids, io_names.attention_mask, io_names.position_ids}
+    if io_names.position_ids not in inputs:
+        io_names = replace(io_names, position_ids=None)
+    layers = 0
+    while io_names.past_names(layers)[0] in inputs:
+        layers += 1
+    want_in = {io_names.input_ids, io_names.attention_mask}
     want_out = {io_names.logits}
-    for layer in range(num_layers):
+    for layer in range(layers):
         want_in.update(io_names.past_names(layer))
         want_out.update(io_names.present_names(layer))
-    want_in.discard(None)
-    missing = sorted((want_in - inputs) | (want_out - outputs))
-    if missing:
-        raise ExportError(f"exported graph lacks expected inputs/outputs: {', '.join(missing[:6])}")
+    missing = sorted((want_in - set(inputs)) | (want_out - outputs))
+    if missing or not layers:
+        raise ExportError(f"exported graph lacks expected inputs/outputs: {', '.join(missing[:6]) or 'past key values'}")
+    past = inputs[io_names.past_names(0)[0]].type.tensor_type
+    dims = [d.dim_value for d in past.shape.dim]  # (batch, kv_heads, past_sequence, head_dim); 0 = symbolic
+    if len(dims) != 4 or not dims[1] or not dims[3]:
+        raise ExportError(f"past key input has shape {dims}; edgelm expects (batch, kv_heads, seq, head_dim)")
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(past.elem_type).name
+    return io_names, KVCache(layers, dims[1], dims[3], dtype)

@@ -9,7 +9,7 @@ from typing import Any
 
 from edgelm import __version__
 from edgelm.export.source import CONFIG_FILES, TOKENIZER_FILES, ModelSource
-from edgelm.manifest import Generation, GraphIO, Manifest, Quantization, StaticGraphs, WeightStats, file_entries
+from edgelm.manifest import Generation, GraphIO, KVCache, Manifest, Quantization, StaticGraphs, WeightStats, file_entries
 from edgelm.versions import package_versions
 
 MODEL_FILE = "model.onnx"
@@ -64,9 +64,11 @@ def write_manifest(
     target: str = "cpu",
     static: StaticGraphs | None = None,
     kv_dtype: str = "float32",
+    kv: KVCache | None = None,
+    extra_source: dict[str, str] | None = None,
 ) -> Manifest:
     """`static`: an NPU package's graph pair; its decode graph is then the model file and its context the
-    package's context length."""
+    package's context length. `kv`: the cache layout read from the graph (optimum), else the spec's."""
     arch = source.arch
     tok_config = source.tokenizer_config
     manifest = Manifest(
@@ -74,7 +76,7 @@ def write_manifest(
         model_type=arch.model_type,
         model_file=static.decode_file if static else MODEL_FILE,
         io=io_names,
-        kv_cache=replace(arch.kv_cache(kv_dtype), mode=kv_mode),
+        kv_cache=replace(kv or arch.kv_cache(kv_dtype), mode=kv_mode),
         quantization=quantization,
         context_length=static.context if static else arch.context_length,
         vocab_size=arch.vocab_size,
@@ -88,7 +90,7 @@ def write_manifest(
         static=static,
         files=file_entries(folder),
         producer=producer_versions(),
-        source={"model": label, "backend": backend},
+        source={"model": label, "backend": backend, **(extra_source or {})},
     )
     manifest.write(folder)
     return manifest

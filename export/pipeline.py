@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 from edgelm.errors import ExportError
@@ -17,6 +18,7 @@ from edgelm.export.package import copy_support_files, save_onnx, weight_stats, w
 from edgelm.export.config import ExportConfig
 from edgelm.export.quantize import QuantMode, get_mode
 from edgelm.export.source import open_source
+from edgelm.export.native.weights import SafetensorsReader
 from edgelm.export.staging import check_output, staged_output
 from edgelm.manifest import Manifest
 
@@ -64,17 +66,41 @@ def _check(config: ExportConfig, out: Path) -> None:
     check_output(out.absolute(), config.force)
 
 
-def choose_backend(requested: str, source, mode: QuantMode) -> str:
-    """auto: the native builder where it knows the architecture and precision, else optimum."""
-    native_ok = source.arch.native and mode.native
-    if requested == "native" and not native_ok:
-        what = source.arch.name if not source.arch.native else f"{mode.name} precision"
-        raise ExportError(f"the native builder does not support {what}; use --backend optimum")
-    chosen = ("native" if native_ok else "optimum") if requested == "auto" else requested
+class BackendFallback(UserWarning):
+    """`--backend auto` exports with optimum because the native builder declined the model (the reason)."""
+
+
+def native_declines(source, mode: QuantMode) -> list[str]:
+    """Why the native builder cannot build `source` at `mode` exactly; empty when it can. The config contract
+    (`ArchSpec.declined`), then the checkpoint: a tensor the spec would not read means a model it does not know."""
+    arch = source.arch
+    reasons = [str(d) for d in arch.declined()]
+    if not reasons:
+        unexpected = arch.unexpected_tensors(SafetensorsReader(source.path).entries)
+        if unexpected:
+            more = f" (+{len(unexpected) - 3} more)" if len(unexpected) > 3 else ""
+            reasons.append(f"tensor(s) {', '.join(unexpected[:3])}{more} would not be read by the {arch.name} spec")
+    if not mode.native:
+        reasons.append(f"{mode.name} precision is not built natively")
+    return reasons
+
+
+def choose_backend(requested: str, source, mode: QuantMode) -> tuple[str, str | None]:
+    """(backend, why not native). auto: the native builder where it builds the model exactly, else optimum
+    (with a BackendFallback warning); native: an ExportError naming what it declines."""
+    declined = native_declines(source, mode) if requested != "optimum" else []
+    if requested == "native" and declined:
+        raise ExportError(f"the native builder declines {source.arch.name}: {'; '.join(declined)}; "
+                          "use --backend auto or optimum")
+    chosen = ("optimum" if declined else "native") if requested == "auto" else requested
+    reason = "; ".join(declined) if declined else None
     if chosen == "optimum" and mode.config.calibration == "awq" and mode.native_bits is not None:
         raise ExportError("--calibration awq is done by the native builder, and this export takes the optimum "
                           "backend (asked for, or needed by the architecture or precision); drop --calibration awq")
-    return chosen
+    if requested == "auto" and reason:
+        warnings.warn(BackendFallback(f"the native builder declines {source.arch.name} ({reason}); exporting with "
+                                      "optimum"), stacklevel=3)
+    return chosen, reason
 
 
 def _export_folder(model: Path, out: Path, config: ExportConfig, label: str) -> Manifest:
@@ -82,9 +108,10 @@ def _export_folder(model: Path, out: Path, config: ExportConfig, label: str) -> 
     if config.target == "npu-qnn":
         return _export_npu(source, out, config, label)
     mode: QuantMode = get_mode(config.quant, config.quant_config)
-    backend = choose_backend(config.backend, source, mode)
+    backend, reason = choose_backend(config.backend, source, mode)
     if backend == "native":
         return _export_native(source, out, config, mode, label)
+    label_source = {"backend_reason": reason} if reason else {}
     with _Steps(["export ONNX", f"quantize {mode.name}", "write package"], config.progress) as steps:
         with staged_output(out, config.force) as stage:
             import onnx
@@ -92,7 +119,7 @@ def _export_folder(model: Path, out: Path, config: ExportConfig, label: str) -> 
             work = stage / ".work"  # inside the stage, so a failure removes both
             work.mkdir()
             steps.next()
-            raw_path, io_names = optimum_backend.export_onnx(source, work)
+            raw_path, io_names, kv = optimum_backend.export_onnx(source, work)
             steps.next()
             graph = mode.apply(onnx.load(str(raw_path)))
             steps.next()
@@ -101,7 +128,9 @@ def _export_folder(model: Path, out: Path, config: ExportConfig, label: str) -> 
             del graph
             copy_support_files(source, stage)
             shutil.rmtree(work)  # gone before the manifest hashes the folder
-            return write_manifest(stage, source, io_names, mode.describe(), "optimum", label, weights)
+            manifest = write_manifest(stage, source, io_names, mode.describe(), "optimum", label, weights, kv=kv,
+                                      extra_source=label_source)
+            return _checked(stage, source, manifest, config)
 
 
 def _export_native(source, out: Path, config: ExportConfig, mode: QuantMode, label: str) -> Manifest:
@@ -110,22 +139,34 @@ def _export_native(source, out: Path, config: ExportConfig, mode: QuantMode, lab
     with staged_output(out, config.force) as stage:
         _, io_names, weights, quant = export_native(source, stage, mode, config.progress)
         copy_support_files(source, stage)
-        return write_manifest(stage, source, io_names, quant, "native", label, weights, kv_mode="shared",
-                              kv_dtype=mode.native_float)
+        manifest = write_manifest(stage, source, io_names, quant, "native", label, weights, kv_mode="shared",
+                                  kv_dtype=mode.native_float)
+        return _checked(stage, source, manifest, config)
 
 
 def _export_npu(source, out: Path, config: ExportConfig, label: str) -> Manifest:
     from edgelm.export.npu.graph import STATIC_IO
     from edgelm.export.npu.pipeline import export_npu_qnn
 
-    if not source.arch.native:
-        raise ExportError(f"--target npu-qnn needs an architecture the native builder knows; {source.arch.name} "
-                          "is not one")
+    declined = native_declines(source, get_mode("fp32"))
+    if declined:
+        raise ExportError(f"--target npu-qnn is built by the native builder, which declines {source.arch.name}: "
+                          f"{'; '.join(declined)}")
     with staged_output(out, config.force) as stage:
         static, quant = export_npu_qnn(source, stage, config.npu, config.progress)
         copy_support_files(source, stage)
-        return write_manifest(stage, source, STATIC_IO, quant, "native", label, kv_mode="static",
-                              target=config.target, static=static)
+        manifest = write_manifest(stage, source, STATIC_IO, quant, "native", label, kv_mode="static",
+                                  target=config.target, static=static)
+        return _checked(stage, source, manifest, config)
+
+
+def _checked(stage: Path, source, manifest: Manifest, config: ExportConfig) -> Manifest:
+    """The self-check (edgelm.export.check) unless switched off; it may fail the export before the rename."""
+    if not config.check:
+        return manifest
+    from edgelm.export.check import self_check
+
+    return self_check(stage, source, manifest, config.min_agreement, config.progress)
 
 
 class _Steps:

@@ -106,6 +106,7 @@ class _MatMulNBits(QuantMode):
         )
 
         cfg = self.config
+        gemm_to_matmul(model)  # GPT-2's Conv1D and the like export as Gemm, which MatMulNBits does not take
         algo = DefaultWeightOnlyQuantConfig(
             block_size=cfg.block_size,
             is_symmetric=cfg.symmetric,
@@ -135,6 +136,45 @@ class _MatMulNBits(QuantMode):
             symmetric=cfg.symmetric,
             accuracy_level=cfg.accuracy_level,
         )
+
+
+def gemm_to_matmul(model) -> int:
+    """Pass: every Gemm with a constant B (alpha = beta = 1, no transA) becomes MatMul (+ Add of C), with B
+    stored (in, out) as MatMul reads it. Exact; returns how many were rewritten.
+
+        Gemm(A, B, C; transB)  ->  MatMul(A, B or B^T) ─> Add(C)
+    """
+    from onnx import helper, numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    nodes, rewritten = [], 0
+    for node in model.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
+        if node.op_type != "Gemm" or not plain or node.input[1] not in inits:
+            nodes.append(node)
+            continue
+        weight = node.input[1]
+        if attrs.get("transB", 0):  # a transposed copy under its own name: B may have other readers
+            transposed = numpy_helper.to_array(inits[weight]).T.copy()
+            weight = f"{weight}/transposed"
+            if weight not in inits:
+                inits[weight] = numpy_helper.from_array(transposed, weight)
+                model.graph.initializer.append(inits[weight])
+        has_bias = len(node.input) > 2 and node.input[2]
+        product = f"{node.name or node.output[0]}/MatMul_out" if has_bias else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], weight], [product], name=f"{node.name}/MatMul"))
+        if has_bias:
+            nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=f"{node.name}/Add"))
+        rewritten += 1
+    if rewritten:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        used = {name for n in model.graph.node for name in n.input} | {o.name for o in model.graph.output}
+        kept = [t for t in model.graph.initializer if t.name in used]  # originals only Gemm read, transposed
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(kept)
+    return rewritten
 
 
 @register("int8")

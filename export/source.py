@@ -59,7 +59,7 @@ def open_source(path: str | Path) -> ModelSource:
         raise ModelSourceError(
             f"{path} has no tokenizer.json (a fast tokenizer); save one with `tokenizer.save_pretrained(folder)`"
         )
-    return ModelSource(path, config, get_arch(config))
+    return ModelSource(path, config, get_arch(config, foreign=True))
 
 
 def _read_json(path: Path, default: Any = None) -> Any:

@@ -83,3 +83,34 @@ def build_synthetic(name: str, folder: str | Path, seed: int = 0) -> Path:
     model.generation_config.bos_token_id = None
     model.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def build_random(config: dict, folder: str | Path, seed: int = 0, std: float = 0.25, tokenizer_vocab: int = 512) -> Path:
+    """Save an HF model of `config` (a config.json dict with `model_type`) with every tensor random: weights
+    N(0, std), biases N(0, 0.1), norm gains 1 + N(0, 0.1), so that no optional feature hides behind a zero
+    bias or a unit gain. For parity tests of the config contract; `save_pretrained` layout of the installed
+    transformers."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = write_tokenizer(folder, min(tokenizer_vocab, config["vocab_size"]))
+    eot, _, im_end = (ids[t] for t in SPECIAL_TOKENS)
+    fields = {k: v for k, v in config.items() if k != "model_type"}
+    fields.update(bos_token_id=None, eos_token_id=[im_end, eot], pad_token_id=eot, dtype="float32")
+    hf_config = AutoConfig.for_model(config["model_type"], **fields)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("bias"):
+                param.normal_(0.0, 0.1)
+            elif param.dim() == 1:  # norm gains
+                param.normal_(0.0, 0.1).add_(1.0)
+            else:
+                param.normal_(0.0, std)
+    model.generation_config.eos_token_id = [im_end, eot]
+    model.generation_config.pad_token_id = eot
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder

@@ -1,10 +1,17 @@
-"""The ArchSpec base class and the registry that maps HF `architectures` strings to it."""
+"""The ArchSpec base class and the registry that maps HF `architectures` strings to it.
+
+An ArchSpec is data: the checkpoint's tensor names by role, the config contract (`fields`: what changes the
+math and which values are implemented; `ignored`: what does not), and which optional tensors (biases) a
+config switches on. Builders read it; they never branch on the architecture's name.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Callable, ClassVar
 
 from edgelm.errors import UnsupportedArchitecture
+from edgelm.export.arch.contract import Declined, Field, check, check_rope, empty, is_false, normalize, positive_even
+from edgelm.export.native.activations import ACTIVATIONS
 from edgelm.manifest import KVCache
 
 _REGISTRY: dict[str, type[ArchSpec]] = {}
@@ -27,26 +34,47 @@ def registered_architectures() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_arch(config: dict[str, Any]) -> ArchSpec:
-    """The ArchSpec for an HF config dict; UnsupportedArchitecture if none is registered."""
+def get_arch(config: dict[str, Any], foreign: bool = False) -> ArchSpec:
+    """The ArchSpec for an HF config dict. An unregistered architecture raises UnsupportedArchitecture, or
+    with `foreign` gets a ForeignArch (no native builder; optimum may still export it)."""
     names = config.get("architectures") or []
     for name in names:
         if name in _REGISTRY:
             return _REGISTRY[name](name, config)
+    if foreign and names:
+        return ForeignArch(names[0], config)
     raise UnsupportedArchitecture(names[0] if names else "<none in config.json>", list(_REGISTRY))
+
+
+# Fields of the Llama-shaped decoder every registered spec builds: read by the builders, any value
+_SHAPE = {name: Field() for name in ("num_hidden_layers", "num_attention_heads", "hidden_size", "intermediate_size",
+                                     "vocab_size", "max_position_embeddings", "rms_norm_eps", "rope_theta")}
+LLAMA_FIELDS: dict[str, Field] = {
+    **_SHAPE,
+    "num_key_value_heads": Field(),
+    "head_dim": Field(check=positive_even),
+    "tie_word_embeddings": Field((True, False), default=False),
+    "hidden_act": Field(tuple(ACTIVATIONS), default="silu"),
+    "rope_scaling": Field(check=check_rope),
+    # transformers PretrainedConfig switches that would change the graph if set
+    "is_decoder": Field(check=lambda v: None), "is_encoder_decoder": Field(check=is_false),
+    "add_cross_attention": Field(check=is_false), "pruned_heads": Field(check=empty),
+}
+LLAMA_BIASES = {role: "attention_bias" for role in ("q_bias", "k_bias", "v_bias", "o_bias")} | \
+               {role: "mlp_bias" for role in ("gate_bias", "up_bias", "down_bias")}
 
 
 class ArchSpec:
     """What edgelm needs to know about one decoder-only architecture.
 
-    The defaults fit the Llama family (RMSNorm, rotary, GQA, SwiGLU). Config key names are data:
+    The defaults fit the Llama family (RMSNorm, rotary, GQA, gated MLP). Config key names are data:
     override `config_keys` where an architecture names a field differently.
     """
 
     model_type: ClassVar[str] = ""
     optimum_task: ClassVar[str] = "text-generation-with-past"
     native: ClassVar[bool] = True  # the native builder knows this layout
-    # HF tensor names by role (data, per architecture); {i} is the layer. Biases are used where present.
+    # HF tensor names by role (data, per architecture); {i} is the layer
     tensor_names: ClassVar[dict[str, str]] = {
         "embed": "model.embed_tokens.weight",
         "final_norm": "model.norm.weight",
@@ -56,14 +84,26 @@ class ArchSpec:
         "q": "model.layers.{i}.self_attn.q_proj.weight",
         "k": "model.layers.{i}.self_attn.k_proj.weight",
         "v": "model.layers.{i}.self_attn.v_proj.weight",
-        "q_bias": "model.layers.{i}.self_attn.q_proj.bias",
-        "k_bias": "model.layers.{i}.self_attn.k_proj.bias",
-        "v_bias": "model.layers.{i}.self_attn.v_proj.bias",
         "o": "model.layers.{i}.self_attn.o_proj.weight",
         "gate": "model.layers.{i}.mlp.gate_proj.weight",
         "up": "model.layers.{i}.mlp.up_proj.weight",
         "down": "model.layers.{i}.mlp.down_proj.weight",
+        "q_bias": "model.layers.{i}.self_attn.q_proj.bias",
+        "k_bias": "model.layers.{i}.self_attn.k_proj.bias",
+        "v_bias": "model.layers.{i}.self_attn.v_proj.bias",
+        "o_bias": "model.layers.{i}.self_attn.o_proj.bias",
+        "gate_bias": "model.layers.{i}.mlp.gate_proj.bias",
+        "up_bias": "model.layers.{i}.mlp.up_proj.bias",
+        "down_bias": "model.layers.{i}.mlp.down_proj.bias",
     }
+    layer_roles: ClassVar[tuple[str, ...]] = ("input_norm", "post_norm", "q", "k", "v", "o", "gate", "up", "down")
+    # optional role -> the config flag that switches it on (True: always there)
+    optional_roles: ClassVar[dict[str, str | bool]] = {}
+    # checkpoint tensors that are not weights of the model (old checkpoints saved rotary buffers)
+    ignored_tensor_suffixes: ClassVar[tuple[str, ...]] = ("rotary_emb.inv_freq",)
+    # the config contract (see edgelm.export.arch.contract)
+    fields: ClassVar[dict[str, Field]] = LLAMA_FIELDS
+    ignored: ClassVar[frozenset[str]] = frozenset()
     config_keys: ClassVar[dict[str, str]] = {
         "num_layers": "num_hidden_layers",
         "num_heads": "num_attention_heads",
@@ -75,7 +115,19 @@ class ArchSpec:
 
     def __init__(self, name: str, config: dict[str, Any]):
         self.name = name
-        self.config = config
+        self.raw_config = config
+        self.config, self._layout_declined = normalize(config)
+
+    def declined(self) -> list[Declined]:
+        """Why the native builder cannot build this config exactly (empty: it can)."""
+        if not self.native:
+            return [Declined("architectures", self.name, "no native builder for this architecture")]
+        return self._layout_declined + check(self.config, self.fields, self.ignored)
+
+    def setting(self, key: str) -> Any:
+        """A contract field's value, or transformers' default when the key is absent."""
+        value = self.config.get(key)
+        return self.fields[key].default if value is None and key in self.fields else value
 
     def _get(self, key: str) -> Any:
         return self.config.get(self.config_keys[key])
@@ -122,15 +174,73 @@ class ArchSpec:
 
     @property
     def tied_embeddings(self) -> bool:
-        return bool(self.config.get("tie_word_embeddings", False))
+        return bool(self.setting("tie_word_embeddings"))
 
     @property
-    def sliding_window(self) -> int | None:
-        """Attention window, or None for full attention."""
+    def activation(self) -> str:
+        return str(self.setting("hidden_act"))
+
+    def layer_window(self, layer: int) -> int | None:
+        """Layer `layer`'s attention window (keys within the last `window` positions, itself included), or None
+        for full attention."""
         return None
+
+    @property
+    def smallest_window(self) -> int | None:
+        windows = [w for w in (self.layer_window(i) for i in range(self.num_layers)) if w]
+        return min(windows) if windows else None
+
+    def uses(self, role: str) -> bool:
+        """Whether this config's model has tensor `role`: optional roles follow their config flag."""
+        if role in self.optional_roles:
+            flag = self.optional_roles[role]
+            return flag is True or bool(self.config.get(flag))
+        if role == "lm_head":
+            return not self.tied_embeddings
+        return role in self.layer_roles or role in ("embed", "final_norm")
+
+    def expected_tensors(self) -> set[str]:
+        roles = [r for r in (*self.layer_roles, *self.optional_roles) if self.uses(r)]
+        names = {self.tensor(r) for r in ("embed", "final_norm", "lm_head") if self.uses(r)}
+        return names | {self.tensor(r, i) for r in roles for i in range(self.num_layers)}
+
+    def unexpected_tensors(self, available) -> list[str]:
+        """Checkpoint tensors this spec would not read (a tied checkpoint's saved lm_head copy aside)."""
+        expected = self.expected_tensors() | {self.tensor("lm_head")}
+        return sorted(n for n in available if n not in expected and not n.endswith(self.ignored_tensor_suffixes))
 
     def tensor(self, role: str, layer: int | None = None) -> str:
         return self.tensor_names[role].format(i=layer)
 
     def kv_cache(self, dtype: str = "float32") -> KVCache:
         return KVCache(self.num_layers, self.num_kv_heads, self.head_dim, dtype)
+
+
+class ForeignArch(ArchSpec):
+    """An architecture edgelm has no spec for: only optimum can export it. Shape fields are read under the
+    names transformers' configs commonly use; the package's cache layout comes from the exported graph."""
+
+    native = False
+    fields = {}
+    config_aliases: ClassVar[dict[str, tuple[str, ...]]] = {
+        "num_layers": ("num_hidden_layers", "n_layer", "num_layers"),
+        "num_heads": ("num_attention_heads", "n_head", "num_heads"),
+        "num_kv_heads": ("num_key_value_heads", "num_attention_heads", "n_head"),
+        "hidden_size": ("hidden_size", "n_embd", "d_model"),
+        "context_length": ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"),
+        "vocab_size": ("vocab_size",),
+    }
+
+    def _get(self, key: str) -> Any:
+        for name in self.config_aliases[key]:
+            if self.config.get(name) is not None:
+                return self.config[name]
+        return None
+
+    @property
+    def context_length(self) -> int:
+        return int(self._get("context_length") or 2048)
+
+    @property
+    def tied_embeddings(self) -> bool:
+        return bool(self.config.get("tie_word_embeddings", True))

@@ -1,12 +1,19 @@
-"""Mistral: Llama-shaped with an optional sliding attention window."""
+"""Mistral: Llama-shaped, no biases, an optional sliding attention window on every layer."""
 
-from edgelm.export.arch.base import ArchSpec, register
+from typing import Any
+
+from edgelm.export.arch.base import LLAMA_FIELDS, ArchSpec, register
+from edgelm.export.arch.contract import Field
+
+
+def _window(value: Any) -> str | None:
+    return None if value is None or (isinstance(value, int) and value > 0) else "expected a positive integer or null"
 
 
 @register("MistralForCausalLM")
 class Mistral(ArchSpec):
     model_type = "mistral"
+    fields = {**LLAMA_FIELDS, "sliding_window": Field(check=_window)}
 
-    @property
-    def sliding_window(self) -> int | None:
+    def layer_window(self, layer: int) -> int | None:
         return self.config.get("sliding_window")

@@ -8,7 +8,7 @@ is folded into whatever produces the input, so the graph gets no new node:
     group  input                              scaled linears   1/s folded into
     attn   input_layernorm output             q, k, v          the input norm's gain
     mlp    post_attention_layernorm output    gate, up         the post-attention norm's gain
-    down   silu(gate) * up                    down             up's output rows
+    down   act(gate) * up                     down             up's output rows
 
     s = mean|x|^alpha (normalised), alpha per group and layer from a small grid (0 = plain rounding),
     the one whose rounded linears best reproduce the float outputs on calibration activations.
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgelm.errors import ExportError
+from edgelm.export.native.activations import ACTIVATIONS
 from edgelm.export.native.quant import fake_quantize
 from edgelm.export.native.rope import rotary_caches
 
@@ -49,7 +50,12 @@ GROUPS = (
     ScaleGroup("mlp", ("gate", "up"), "post_norm", False, True),
     ScaleGroup("down", ("down",), "up", True, True),
 )
-LAYER_ROLES = ("input_norm", "q", "k", "v", "q_bias", "k_bias", "v_bias", "o", "post_norm", "gate", "up", "down")
+LAYER_ROLES = ("input_norm", "q", "k", "v", "q_bias", "k_bias", "v_bias", "o", "o_bias", "post_norm", "gate", "up",
+               "down", "gate_bias", "up_bias", "down_bias")
+
+
+def _bias(w: dict, role: str):
+    return w[role] if w.get(role) is not None else 0
 
 
 def best_scales(x: np.ndarray, mean_abs: np.ndarray, weights: list[np.ndarray], bits: int, block_size: int,
@@ -82,9 +88,12 @@ class CalibrationForward:
         self.cos, self.sin = rotary_caches(arch.head_dim, length, arch.rope_theta, arch.rope_scaling)
         pos = np.arange(length)
         allowed = pos[None, :] <= pos[:, None]
-        if arch.sliding_window:
-            allowed &= pos[None, :] > pos[:, None] - int(arch.sliding_window)
-        self.mask = np.where(allowed, 0.0, -np.inf).astype(np.float32)  # (L, L)
+        self.masks = {}  # window -> (L, L) additive mask
+        for window in {arch.layer_window(i) for i in range(arch.num_layers)}:
+            visible = allowed & (pos[None, :] > pos[:, None] - window) if window else allowed
+            self.masks[window] = np.where(visible, 0.0, -np.inf).astype(np.float32)
+        self.layer_index = 0
+        self.act = ACTIVATIONS[arch.activation].numpy
 
     def _norm(self, x: np.ndarray, gain: np.ndarray) -> np.ndarray:
         return x / np.sqrt((x * x).mean(-1, keepdims=True) + self.arch.rms_norm_eps) * gain
@@ -102,21 +111,23 @@ class CalibrationForward:
         nw, length, _ = h.shape
         nh, kv, hd = a.num_heads, a.num_kv_heads, a.head_dim
         x = self._norm(h, w["input_norm"])
-        q, k, v = (x @ w[r].T + (w[f"{r}_bias"] if w[f"{r}_bias"] is not None else 0) for r in "qkv")
+        q, k, v = (x @ w[r].T + _bias(w, f"{r}_bias") for r in "qkv")
         q = self._rotate(q.reshape(nw, length, nh, hd)).transpose(0, 2, 1, 3)  # (nw, nh, L, hd)
         k = self._rotate(k.reshape(nw, length, kv, hd)).transpose(0, 2, 1, 3)
         v = v.reshape(nw, length, kv, hd).transpose(0, 2, 1, 3)
         group = nh // kv
         q = q.reshape(nw, kv, group * length, hd)  # the query heads sharing one kv head, stacked
-        scores = (q @ k.transpose(0, 1, 3, 2) * float(hd) ** -0.5).reshape(nw, kv, group, length, length) + self.mask
+        mask = self.masks[a.layer_window(self.layer_index)]
+        self.layer_index += 1
+        scores = (q @ k.transpose(0, 1, 3, 2) * float(hd) ** -0.5).reshape(nw, kv, group, length, length) + mask
         scores = np.exp(scores - scores.max(-1, keepdims=True))
         probs = (scores / scores.sum(-1, keepdims=True)).reshape(nw, kv, group * length, length)
         attn = (probs @ v).reshape(nw, nh, length, hd).transpose(0, 2, 1, 3).reshape(nw, length, nh * hd)
-        h = h + attn @ w["o"].T
+        h = h + attn @ w["o"].T + _bias(w, "o_bias")
         x2 = self._norm(h, w["post_norm"])
-        gate, up = x2 @ w["gate"].T, x2 @ w["up"].T
-        prod = gate / (1.0 + np.exp(-gate)) * up
-        self.h = h + prod @ w["down"].T  # float32 throughout (numpy scalars would promote to float64)
+        gate, up = x2 @ w["gate"].T + _bias(w, "gate_bias"), x2 @ w["up"].T + _bias(w, "up_bias")
+        prod = self.act(gate) * up
+        self.h = h + prod @ w["down"].T + _bias(w, "down_bias")  # float32 throughout (numpy scalars would promote to float64)
         return {"attn": x.reshape(nw * length, -1), "mlp": x2.reshape(nw * length, -1),
                 "down": prod.reshape(nw * length, -1)}
 
@@ -159,7 +170,7 @@ class AwqReader:
         a, fmt = self.arch, self.fmt
         if self.forward is None:  # a builder that asked for a layer before the embedding
             self.forward = CalibrationForward(a, self.reader.get(a.tensor("embed")), self.windows)
-        w = {role: self._maybe(a.tensor(role, layer)) for role in LAYER_ROLES}
+        w = {role: self.reader.get(a.tensor(role, layer)) if a.uses(role) else None for role in LAYER_ROLES}
         acts = self.forward.layer(w)
         scaled = {role: w[role] for role in LAYER_ROLES}
         for group in GROUPS:
@@ -172,11 +183,10 @@ class AwqReader:
                 scaled[role] = scaled[role] * s
             fold = scaled[group.fold]
             scaled[group.fold] = fold / s[:, None] if group.fold_rows else fold / s
+            if group.fold_rows and scaled.get(f"{group.fold}_bias") is not None:  # the output rows' bias too
+                scaled[f"{group.fold}_bias"] = scaled[f"{group.fold}_bias"] / s
         self.current = {a.tensor(role, layer): t for role, t in scaled.items() if t is not None}
         self.done = layer
-
-    def _maybe(self, name: str) -> np.ndarray | None:
-        return self.reader.get(name) if name in self.reader else None
 
     @property
     def mean_alpha(self) -> float:

@@ -8,9 +8,11 @@ Per layer (Llama family; Qwen2 adds q/k/v biases):
                │                                      │
                └──── SkipSimplifiedLayerNorm <─────────┘  (adds o to the residual, normalises)
                           │
-                 gate|up linear ─> Split ─> QuickGelu(gate) * up ─> down linear ─> next layer
+                 gate|up linear ─> Split ─> act(gate) * up ─> down linear ─> next layer
 
-A "linear" is MatMulNBits (int4/int8) or MatMul (fp32). lm_head runs only on the last
+A "linear" is MatMulNBits (int4/int8) or MatMul (fp32), plus an Add where the config has biases (Qwen2's
+q/k/v; Llama's attention_bias / mlp_bias). act is the config's hidden_act (`activations.ACTIVATIONS`);
+each layer's attention window is `ArchSpec.layer_window`. lm_head runs only on the last
 `num_logits_to_keep` positions.
 """
 
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from edgelm.export.arch import ArchSpec
+from edgelm.export.native.activations import ACTIVATIONS
 from edgelm.export.native.graph import GraphBuilder
 from edgelm.export.native.quant import quantize_blockwise
 from edgelm.export.native.rope import rotary_caches
@@ -129,8 +132,8 @@ class DecoderBuilder:
         return self.reader.get(self.arch.tensor(role, layer))
 
     def _maybe(self, role: str, layer: int) -> np.ndarray | None:
-        name = self.arch.tensor(role, layer)
-        return self.reader.get(name) if name in self.reader else None
+        """An optional tensor (a bias): read when this config's model has it (ArchSpec.uses), else None."""
+        return self.reader.get(self.arch.tensor(role, layer)) if self.arch.uses(role) else None
 
     # -- the model -----------------------------------------------------------------------------
     def build(self) -> tuple[Path, WeightStats]:
@@ -145,7 +148,7 @@ class DecoderBuilder:
         mask = g.input(io.attention_mask, T.INT64, ["batch", "total_sequence"])
         keep = g.input(io.logits_to_keep, T.INT64, [])
         seqlens, total = self._lengths(mask)
-        tied = a.tied_embeddings or a.tensor("lm_head") not in self.reader
+        tied = a.tied_embeddings
         x, shared_head = self.embedding(ids, tied)
         cos, sin = rotary_caches(hd, a.context_length, a.rope_theta, a.rope_scaling)
         cos_name, sin_name = g.weight("rotary.cos_cache", self._f(cos)), g.weight("rotary.sin_cache", self._f(sin))
@@ -163,20 +166,21 @@ class DecoderBuilder:
             past_k, past_v = (g.input(n, ftype, ["batch", kv, "past_sequence", hd]) for n in io.past_names(i))
             present_k, present_v = (g.output(n, ftype, ["batch", kv, "total_sequence", hd])
                                     for n in io.present_names(i))
-            window = a.sliding_window
+            window = a.layer_window(i)
             attn, _, _ = g.node(
                 "GroupQueryAttention", [qkv, "", "", past_k, past_v, seqlens, total, cos_name, sin_name],
                 [f"{p}/attn/out", present_k, present_v], name=f"{p}/attn/GroupQueryAttention", domain=MS,
                 num_heads=a.num_heads, kv_num_heads=kv, do_rotary=1, rotary_interleaved=0,
                 local_window_size=int(window) if window else -1,
             )
-            o = self.linear(attn, self._w("o", i), f"{p}/attn/o_proj")
+            o = self.linear(attn, self._w("o", i), f"{p}/attn/o_proj", self._maybe("o_bias", i))
             h, residual = self.norm(o, residual, "post_norm", i, f"{p}/post_attention_layernorm")
             gate, up = self.mlp_in(h, i, p)
-            (act,) = g.node("QuickGelu", [gate], [f"{p}/mlp/act"], name=f"{p}/mlp/act/QuickGelu", domain=MS,
-                            alpha=1.0)  # x * sigmoid(x) = SiLU
+            fn = ACTIVATIONS[a.activation]
+            (act,) = g.node(fn.fused_op, [gate], [f"{p}/mlp/act"], name=f"{p}/mlp/act/{fn.fused_op}", domain=MS,
+                            **fn.fused_attrs)
             (prod,) = g.node("Mul", [act, up], [f"{p}/mlp/prod"], name=f"{p}/mlp/Mul")
-            down = self.linear(prod, self._w("down", i), f"{p}/mlp/down_proj", mlp=True)
+            down = self.linear(prod, self._w("down", i), f"{p}/mlp/down_proj", self._maybe("down_bias", i), mlp=True)
             if self.progress is not None:
                 self.progress.update(1)
 
@@ -199,11 +203,13 @@ class DecoderBuilder:
     def mlp_in(self, h: str, i: int, p: str) -> tuple[str, str]:
         """gate and up projections: one packed linear + Split, or two linears (LinearFormat.pack_mlp)."""
         if not self.fmt.pack_mlp:
-            return (self.linear(h, self._w("gate", i), f"{p}/mlp/gate_proj", mlp=True),
-                    self.linear(h, self._w("up", i), f"{p}/mlp/up_proj", mlp=True))
+            return (self.linear(h, self._w("gate", i), f"{p}/mlp/gate_proj", self._maybe("gate_bias", i), mlp=True),
+                    self.linear(h, self._w("up", i), f"{p}/mlp/up_proj", self._maybe("up_bias", i), mlp=True))
         g, inter = self.g, self.arch.intermediate_size
+        biases = [self._maybe("gate_bias", i), self._maybe("up_bias", i)]
+        bias = np.concatenate(biases) if biases[0] is not None else None  # one mlp_bias flag switches both
         gate_up = self.linear(h, np.concatenate([self._w("gate", i), self._w("up", i)], axis=0), f"{p}/mlp/gate_up_proj",
-                              mlp=True)
+                              bias, mlp=True)
         split = g.constant(f"{p}/mlp/split_sizes", np.array([inter, inter], dtype=np.int64))
         gate, up = g.node("Split", [gate_up, split], [f"{p}/mlp/gate", f"{p}/mlp/up"], name=f"{p}/mlp/Split", axis=-1)
         return gate, up

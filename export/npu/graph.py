@@ -35,6 +35,7 @@ import numpy as np
 from edgelm.export.arch import ArchSpec
 from edgelm.export.native.graph import GraphBuilder
 from edgelm.export.native.weights import SafetensorsReader
+from edgelm.export.native.activations import ACTIVATIONS
 from edgelm.export.native.rope import rotary_caches
 from edgelm.manifest import GraphIO
 
@@ -86,8 +87,8 @@ class StaticDecoderBuilder:
         return self.reader.get(self.arch.tensor(role, layer))
 
     def maybe(self, role: str, layer: int) -> np.ndarray | None:
-        name = self.arch.tensor(role, layer)
-        return self.reader.get(name) if name in self.reader else None
+        """An optional tensor (a bias): read when this config's model has it (ArchSpec.uses), else None."""
+        return self.reader.get(self.arch.tensor(role, layer)) if self.arch.uses(role) else None
 
     def linear(self, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
         """x @ weight.T (+ bias); weight is HF's (out, in)."""
@@ -164,13 +165,32 @@ class StaticDecoderBuilder:
         ctx_out = self.op("Transpose", [ctx_out], f"{p}/attn/context_t", perm=[0, 2, 1, 3])  # (1, N, H, hd)
         ctx_out = self.op("Reshape", [ctx_out, self.shape_const(f"{p}/attn/merge_shape", [1, n, H * hd])],
                           f"{p}/attn/merged")
-        return self.linear(ctx_out, self.w("o", i), None, f"{p}/attn/o_proj")
+        return self.linear(ctx_out, self.w("o", i), self.maybe("o_bias", i), f"{p}/attn/o_proj")
 
     def mlp(self, h: str, i: int, p: str) -> str:
-        gate = self.linear(h, self.w("gate", i), None, f"{p}/mlp/gate_proj")
-        up = self.linear(h, self.w("up", i), None, f"{p}/mlp/up_proj")
-        act = self.op("Mul", [gate, self.op("Sigmoid", [gate], f"{p}/mlp/sigmoid")], f"{p}/mlp/silu")
-        return self.linear(self.op("Mul", [act, up], f"{p}/mlp/prod"), self.w("down", i), None, f"{p}/mlp/down_proj")
+        gate = self.linear(h, self.w("gate", i), self.maybe("gate_bias", i), f"{p}/mlp/gate_proj")
+        up = self.linear(h, self.w("up", i), self.maybe("up_bias", i), f"{p}/mlp/up_proj")
+        act = self.activation(gate, f"{p}/mlp/act")
+        return self.linear(self.op("Mul", [act, up], f"{p}/mlp/prod"), self.w("down", i), self.maybe("down_bias", i),
+                           f"{p}/mlp/down_proj")
+
+    def activation(self, x: str, name: str) -> str:
+        """The config's hidden_act in plain ops (see edgelm.export.native.activations)."""
+        form = ACTIVATIONS[self.arch.activation].plain
+        if form == "silu":  # x * sigmoid(x)
+            return self.op("Mul", [x, self.op("Sigmoid", [x], f"{name}/sigmoid")], f"{name}/silu")
+        if form == "gelu":  # 0.5 x (1 + erf(x / sqrt 2))
+            inner = self.op("Erf", [self.op("Mul", [x, self.const(f"{name}/rsqrt2", np.float32(0.5**0.5))],
+                                            f"{name}/scaled")], f"{name}/erf")
+        else:  # gelu_tanh: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+            cube = self.op("Mul", [self.op("Mul", [x, x], f"{name}/sq"), x], f"{name}/cube")
+            poly = self.op("Add", [x, self.op("Mul", [cube, self.const(f"{name}/c3", np.float32(0.044715))],
+                                              f"{name}/c3x3")], f"{name}/poly")
+            inner = self.op("Tanh", [self.op("Mul", [poly, self.const(f"{name}/c1", np.float32((2 / math.pi) ** 0.5))],
+                                             f"{name}/arg")], f"{name}/tanh")
+        one_plus = self.op("Add", [inner, self.const(f"{name}/one", np.float32(1.0))], f"{name}/one_plus")
+        half_x = self.op("Mul", [x, self.const(f"{name}/half", np.float32(0.5))], f"{name}/half_x")
+        return self.op("Mul", [half_x, one_plus], f"{name}/gelu")
 
     # -- the model -----------------------------------------------------------------------------
     def build(self, progress=None) -> Path:
@@ -184,7 +204,7 @@ class StaticDecoderBuilder:
         table = self.w("embed")  # (vocab, hidden)
         x = self.op("Gather", [g.weight("model.embed_tokens.weight", table, gather_only=True), ids],
                     "/model/embed_tokens")
-        tied = a.tied_embeddings or a.tensor("lm_head") not in self.reader
+        tied = a.tied_embeddings
         if not tied:
             del table
         for i in range(a.num_layers):

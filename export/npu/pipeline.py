@@ -49,9 +49,10 @@ def export_npu_qnn(source, stage: Path, npu: NpuConfig, progress: bool = True) -
     arch = source.arch
     if npu.context > arch.context_length:
         raise ExportError(f"--context {npu.context} exceeds the model's {arch.context_length} positions")
-    if arch.sliding_window and npu.context > arch.sliding_window:  # the static graphs attend over everything
-        raise ExportError(f"--context {npu.context} exceeds the model's attention window {arch.sliding_window}; "
-                          f"export with --context {arch.sliding_window} or less")
+    window = arch.smallest_window
+    if window and npu.context > window:  # the static graphs attend over everything
+        raise ExportError(f"--context {npu.context} exceeds the model's attention window {window}; "
+                          f"export with --context {window} or less")
     work = stage / ".work"
     work.mkdir()
     bars = _Bars(progress)
