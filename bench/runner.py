@@ -165,6 +165,7 @@ def _row(engine, package, info, ep, threads, pp, tg, load_s, rounds, peak_rss) -
         ep_node_share=info.get("ep_node_share"),
         samples={"prefill_s": prefill, "decode_s": decode},
         provenance=_provenance(),
+        export_check=info.get("export_check") or {},
     )
 
 

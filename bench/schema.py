@@ -65,6 +65,7 @@ class BenchRow:
     agreement: float | None = None
     samples: dict[str, list[float]] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    export_check: dict[str, Any] = field(default_factory=dict)  # the package manifest's self-check block ({}: none)
 
     def key(self) -> tuple:
         """What identifies a configuration across runs (for `bench compare`)."""
@@ -86,7 +87,7 @@ class BenchRow:
     def to_flat(self) -> dict[str, Any]:
         flat: dict[str, Any] = {}
         for name, value in self.to_dict().items():
-            if isinstance(value, dict) and name in ("samples", "provenance"):
+            if isinstance(value, dict) and name in ("samples", "provenance", "export_check"):
                 flat[name] = json.dumps(value, sort_keys=True)
             elif isinstance(value, dict):
                 flat.update({f"{name}.{k}": v for k, v in value.items()})

@@ -19,6 +19,7 @@ from edgelm.errors import EdgeLMError, UsageError
 def _cmd_export(args) -> int:
     from edgelm.export import ExportConfig, QuantConfig, export_model, export_synthetic
     from edgelm.export.config import NpuConfig
+    from edgelm.info import quality_line
 
     if bool(args.model) == bool(args.synthetic):
         raise UsageError("give either MODEL (an HF folder or .gguf file) or --synthetic PRESET")
@@ -40,7 +41,7 @@ def _cmd_export(args) -> int:
         raise UsageError("--quant is for the cpu target; npu-qnn packages are QDQ (see --activations/--qdq-weights)")
     config = ExportConfig(
         **_given(args, quant="quant", backend="backend", target="target"), quant_config=quant, npu=npu,
-        force=args.force, progress=not args.quiet,
+        force=args.force, progress=not args.quiet, check=not args.no_check, min_agreement=args.min_agreement,
     )
     if args.synthetic:
         manifest = export_synthetic(args.synthetic, args.output, config, seed=args.seed)
@@ -49,6 +50,10 @@ def _cmd_export(args) -> int:
     size = sum(f.bytes for f in manifest.files.values()) / (1 << 20)
     print(f"wrote {args.output}: {manifest.architecture}, {manifest.quantization.mode}, "
           f"{manifest.source['backend']} builder, {size:.1f} MiB")
+    if reason := manifest.source.get("backend_reason"):
+        print(f"  optimum, because the native builder declines: {reason}")
+    if manifest.quality is not None:
+        print(f"  self-check: {quality_line(manifest.quality)}")
     return 0
 
 
@@ -274,6 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     npu.add_argument("--no-compile", action="store_true",
                      help="do not compile the QNN EP-context binaries at export (they compile on first load)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip the self-check (the package run against its source model in transformers before it "
+                   "is written; float packages beyond tolerance fail, quantized ones record their agreement)")
+    p.add_argument("--min-agreement", type=float, metavar="X",
+                   help="fail a quantized export whose self-check top-1 agreement with the source is below X (0-1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_export)
 

@@ -67,6 +67,22 @@ def _static_line(s) -> str:
     return line
 
 
+def quality_line(c) -> str:
+    """One line of a manifest's self-check block (edgelm.manifest.QualityCheck)."""
+    line = (f"{c.verdict}: top-1 {c.top1:.3f}, KL {c.kl:.3g}, greedy {c.greedy_agreed}/{c.greedy_total}, "
+            f"max |logit diff| {c.max_abs_logit_diff:.3g}")
+    if c.tolerance is not None:
+        line += f" (tolerance {c.tolerance:.3g})"
+    return line + f", {c.positions} positions on {c.provider}"
+
+
+def _quality_lines(m: Manifest) -> list[str]:
+    if m.quality is None:
+        return ["self-check   none recorded (exported with --no-check or by an older edgelm)"]
+    c = m.quality
+    return [f"self-check   {quality_line(c)}", f"  against    {c.reference}", f"  text       {c.text}"]
+
+
 def describe_package(path: str) -> str:
     m = Manifest.load(path)
     m.verify(path)
@@ -84,7 +100,11 @@ def describe_package(path: str) -> str:
         f"kv cache     {kv.num_layers} layers x {kv.num_kv_heads} kv heads x {kv.head_dim} dims, {kv.dtype}",
         f"eos ids      {list(m.generation.eos_token_ids)}, add BOS: {m.generation.add_bos}",
         f"chat         {'template present' if m.chat_template else 'no template'}",
-        f"made by      " + ", ".join(f"{k} {v}" for k, v in m.producer.items()),
+        f"made by      " + ", ".join(f"{k} {v}" for k, v in m.producer.items())
+        + f"; {m.source.get('backend', '?')} builder",
+        *([f"  because    the native builder declines: {m.source['backend_reason']}"]
+          if m.source.get("backend_reason") else []),
+        *_quality_lines(m),
         "files:",
     ]
     lines += [f"  {name:24s} {e.bytes / MIB:9.2f} MiB  sha256 {e.sha256[:16]}…" for name, e in m.files.items()]

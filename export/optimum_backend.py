@@ -54,7 +54,7 @@ def export_onnx(source: ModelSource, workdir: Path) -> tuple[Path, GraphIO, KVCa
             from edgelm.export.arch import registered_architectures
 
             raise UnsupportedArchitecture(source.arch.name, registered_architectures(), detail) from None
-        raise ExportError(f"optimum could not export {source.arch.name}: {detail}") from None
+        raise ExportError(f"optimum could not export {source.arch.name}: {detail}; nothing was written") from None
     finally:
         optimum_log.setLevel(level)
     path = workdir / "model.onnx"

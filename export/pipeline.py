@@ -63,6 +63,10 @@ def _check(config: ExportConfig, out: Path) -> None:
         get_mode(config.quant, config.quant_config)
     if config.backend not in BACKENDS:
         raise ExportError(f"unknown backend {config.backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if config.min_agreement is not None and not 0.0 <= config.min_agreement <= 1.0:
+        raise ExportError(f"--min-agreement is a fraction of positions, 0 to 1; got {config.min_agreement}")
+    if config.min_agreement is not None and not config.check:
+        raise ExportError("--min-agreement needs the self-check; drop --no-check")
     check_output(out.absolute(), config.force)
 
 
@@ -97,7 +101,7 @@ def choose_backend(requested: str, source, mode: QuantMode) -> tuple[str, str | 
     if chosen == "optimum" and mode.config.calibration == "awq" and mode.native_bits is not None:
         raise ExportError("--calibration awq is done by the native builder, and this export takes the optimum "
                           "backend (asked for, or needed by the architecture or precision); drop --calibration awq")
-    if requested == "auto" and reason:
+    if requested == "auto" and reason and source.arch.native:  # a spec'd architecture whose config is declined
         warnings.warn(BackendFallback(f"the native builder declines {source.arch.name} ({reason}); exporting with "
                                       "optimum"), stacklevel=3)
     return chosen, reason

@@ -28,6 +28,7 @@ class StreamedReference:
         self.torch = torch
         self.reader = SafetensorsReader(path)
         config = AutoConfig.from_pretrained(path, local_files_only=True)
+        _rope_for_installed_transformers(config, path, int(transformers.__version__.split(".")[0]))
         with init_empty_weights(include_buffers=False):
             self.model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
         self.prefix = self.model.base_model_prefix
@@ -101,3 +102,21 @@ def _drop(module, _args, _output) -> None:
 
     for name, _ in list(module.named_parameters()):
         set_module_tensor_to_device(module, name, "meta")
+
+
+def _rope_for_installed_transformers(config, path: Path, major: int) -> None:
+    """A config saved by transformers >= 5 keeps rope settings under `rope_parameters`, which 4.x ignores
+    (silently computing with theta 10000 and no scaling): give 4.x the same settings in its own layout."""
+    import json
+
+    from edgelm.export.arch.contract import normalize
+
+    raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    if major >= 5 or "rope_parameters" not in raw:
+        return
+    normalized, declined = normalize(raw)
+    if declined:
+        raise ExportError(f"self-check: {declined[0]}; transformers {major}.x cannot run this config as its source "
+                          "model (pass --no-check, or install transformers >= 5)")
+    config.rope_theta = normalized.get("rope_theta", getattr(config, "rope_theta", 10000.0))
+    config.rope_scaling = normalized.get("rope_scaling")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 
 from edgelm.bench.engines.base import Engine, register
@@ -30,6 +32,7 @@ class EdgeLMEngine(Engine):
             "weight_bytes_per_token": m.weights.per_token if m.weights else None,
             "ep": self.model.provider.spec.name + (" (auto)" if self.ep == "auto" else ""),
             "ep_node_share": self.model.partition.on_requested() / max(self.model.partition.total, 1),
+            "export_check": asdict(m.quality) if m.quality else None,
         }
 
     def vocab_size(self) -> int:

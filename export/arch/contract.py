@@ -16,7 +16,7 @@ from typing import Any, Callable
 # Bookkeeping every transformers config carries: names, versions, generation defaults, training-only
 # switches, token ids (the package reads those from the config itself). None changes a forward pass.
 COMMON_IGNORED = frozenset({
-    "_name_or_path", "architectures", "model_type", "transformers_version", "dtype", "torch_dtype",
+    "_name_or_path", "_model_name_or_path", "architectures", "model_type", "transformers_version", "dtype", "torch_dtype",
     "use_bfloat16", "torchscript", "tf_legacy_loss", "return_dict", "output_attentions", "output_hidden_states",
     "use_cache", "initializer_range", "attention_dropout", "id2label", "label2id", "problem_type",
     "finetuning_task", "prefix", "task_specific_params", "tokenizer_class", "bos_token_id", "eos_token_id",
@@ -28,6 +28,8 @@ COMMON_IGNORED = frozenset({
     "begin_suppress_tokens", "chunk_size_feed_forward", "cross_attention_hidden_size", "tie_encoder_decoder",
     "output_router_logits", "pretraining_tp",  # pretraining_tp: a training-time split of the same matmuls
 })
+
+TOKEN_ID_SUFFIXES = ("_token_id", "_token_ids")  # special-token ids (unk_token_id, ...): tokenizer business
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ def check(config: dict[str, Any], fields: dict[str, Field], ignored: frozenset[s
                 declined.append(Declined(key, value, f"not implemented (native: {choices})"))
             elif spec.check is not None and (why := spec.check(value)):
                 declined.append(Declined(key, value, why))
-        elif key not in ignored and key not in COMMON_IGNORED:
+        elif key not in ignored and key not in COMMON_IGNORED and not key.endswith(TOKEN_ID_SUFFIXES):
             declined.append(Declined(key, value, "unknown to the native builder's contract for this architecture"))
     return declined
 

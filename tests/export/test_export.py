@@ -67,15 +67,17 @@ def test_folder_without_config(tmp_path):
     assert not (tmp_path / "out").exists() and not _no_leftovers(tmp_path)
 
 
-def test_unknown_architecture_names_supported_ones(tmp_path, builds):
+def test_unknown_architecture_names_supported_ones_and_why_optimum_failed(tmp_path, builds):
+    """Neither path knows it: the error names the native builder's architectures and optimum's failure."""
     model = tmp_path / "model"
     shutil.copytree(builds.hf("tiny-llama"), model)
     config = json.loads((model / "config.json").read_text())
-    config["architectures"] = ["FancyForCausalLM"]
+    config["architectures"], config["model_type"] = ["FancyForCausalLM"], "fancy"
     (model / "config.json").write_text(json.dumps(config))
-    with pytest.raises(UnsupportedArchitecture, match="FancyForCausalLM.*LlamaForCausalLM.*Qwen2ForCausalLM"):
-        export_model(model, tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+    with pytest.raises(UnsupportedArchitecture, match="FancyForCausalLM.*LlamaForCausalLM.*Qwen2ForCausalLM.*optimum "
+                       "failed: .*fancy"):
+        export_model(model, tmp_path / "out", ExportConfig(progress=False))
+    assert not (tmp_path / "out").exists() and not _no_leftovers(tmp_path)
 
 
 def test_unknown_quantization(tmp_path, builds):
@@ -130,7 +132,7 @@ def test_cli_bad_input_is_one_line_with_nonzero_exit(tmp_path, builds, case, exp
         shutil.copytree(builds.hf("tiny-llama"), model)
         if case == "unknown-arch":
             cfg = json.loads((model / "config.json").read_text())
-            cfg["architectures"] = ["FancyForCausalLM"]
+            cfg["architectures"], cfg["model_type"] = ["FancyForCausalLM"], "fancy"
             (model / "config.json").write_text(json.dumps(cfg))
         else:
             out.mkdir()

@@ -82,9 +82,12 @@ def test_backend_choice(builds, tmp_path):
     fp16 = export_model(builds.hf("tiny-llama"), tmp_path / "fp16", ExportConfig(quant="fp16", progress=False))
     assert fp16.source["backend"] == "native" and fp16.kv_cache.dtype == "float16"
     # an architecture the native builder does not know: auto falls back, asking for native is an error
-    foreign = SimpleNamespace(arch=SimpleNamespace(native=False, name="GPT2LMHeadModel"))
-    assert choose_backend("auto", foreign, get_mode("int4")) == "optimum"
-    with pytest.raises(ExportError, match="native builder does not support GPT2LMHeadModel"):
+    from edgelm.export.arch import get_arch
+
+    foreign = SimpleNamespace(arch=get_arch({"architectures": ["GPT2LMHeadModel"], "n_layer": 2}, foreign=True))
+    assert choose_backend("auto", foreign, get_mode("int4")) == \
+        ("optimum", "architectures='GPT2LMHeadModel': no native builder for this architecture")
+    with pytest.raises(ExportError, match="native builder declines GPT2LMHeadModel: .*no native builder"):
         choose_backend("native", foreign, get_mode("int4"))
 
 
