@@ -49,6 +49,15 @@ class Builds:
             self.cache[key] = out
         return self.cache[key]
 
+    def case(self, name: str) -> tuple[Path, Path]:
+        """A config-contract case (tests/export/contract_cases.py): (folder to export, 4.x reference folder)."""
+        key = ("case", name)
+        if key not in self.cache:
+            from tests.export.contract_cases import build_case
+
+            self.cache[key] = build_case(name, self.base)
+        return self.cache[key]
+
     def source(self, preset: str) -> Path:
         return self.smollm2_hf() if preset == "smollm2" else self.hf(preset)
 

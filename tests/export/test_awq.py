@@ -24,17 +24,24 @@ from edgelm.export.source import open_source
 from edgelm.manifest import Manifest
 from edgelm.runtime import load
 from tests.conftest import run_cli
+from tests.export.contract_cases import CASES
 
-PRESETS = ("tiny-qwen2", "tiny-llama", "tiny-mistral")
+PRESETS = ["tiny-qwen2", "tiny-llama", "tiny-mistral"]
+CONTRACT_CASES = ["llama-all-features", "llama-linear-rope-gelu", "qwen2-window-from-layer-1"]
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+def _folder(builds, preset: str):
+    """A tiny preset, or a config-contract case (every optional feature on, every tensor random)."""
+    return builds.case(preset)[1] if preset in CASES else builds.hf(preset)
+
+
+@pytest.mark.parametrize("preset", PRESETS + CONTRACT_CASES)
 def test_calibration_forward_matches_torch(builds, preset):
     """Layer by layer, the numpy forward reproduces transformers' hidden states."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    source = open_source(builds.hf(preset))
+    source = open_source(_folder(builds, preset))
     windows = calibration_windows(source, 2, 24)
     reader, arch = SafetensorsReader(source.path), source.arch
     forward = awq.CalibrationForward(arch, reader.get(arch.tensor("embed")), windows)
@@ -42,7 +49,7 @@ def test_calibration_forward_matches_torch(builds, preset):
     with torch.no_grad():
         hidden = model(torch.tensor(windows), output_hidden_states=True).hidden_states
     for layer in range(arch.num_layers - 1):  # the last entry of hidden_states is after the final norm
-        forward.layer({role: reader.get(arch.tensor(role, layer)) if arch.tensor(role, layer) in reader else None
+        forward.layer({role: reader.get(arch.tensor(role, layer)) if arch.uses(role) else None
                        for role in awq.LAYER_ROLES})
         want = hidden[layer + 1].numpy()
         assert np.abs(forward.h - want).max() < 1e-4 * max(1.0, np.abs(want).max())
@@ -58,12 +65,12 @@ def _logits(graph, arch, ids) -> np.ndarray:
     return session.run([NATIVE_IO.logits], feeds)[0][0]
 
 
-@pytest.mark.parametrize("preset", ["tiny-qwen2", "tiny-llama"])
+@pytest.mark.parametrize("preset", ["tiny-qwen2", "tiny-llama"] + CONTRACT_CASES)
 def test_scaling_is_exact_in_float(builds, tmp_path, monkeypatch, preset):
     """Weights scaled by the awq reader (alpha forced to 0.5, so every scale differs from 1), built in fp32:
     the graph computes the same logits as the unscaled one."""
     monkeypatch.setattr(awq, "ALPHAS", (0.5,))
-    source = open_source(builds.hf(preset))
+    source = open_source(_folder(builds, preset))
     arch, ids = source.arch, list(range(3, 40))
     graphs = []
     for name, scaled in (("plain", False), ("scaled", True)):

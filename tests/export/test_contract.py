@@ -21,66 +21,14 @@ import pytest
 from edgelm.errors import ExportError
 from edgelm.export import ExportConfig, export_model, registered_architectures
 from edgelm.export.synthetic import build_random
+from tests.export.contract_cases import CASES, SHAPE
 from edgelm.runtime import load
 
 PROMPT = "The capital of France is Paris, a city on the river"
-SHAPE = {"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 3, "num_attention_heads": 4,
-         "num_key_value_heads": 2, "vocab_size": 512, "max_position_embeddings": 256}
-LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-               "original_max_position_embeddings": 32}
-
-# Every registered architecture with every optional feature it has switched on; `tf5`: the exported folder's
-# config is rewritten to transformers 5's layout (rope settings under rope_parameters).
-CASES = {
-    "llama-all-features": ({"architectures": ["LlamaForCausalLM"], "model_type": "llama", **SHAPE, "head_dim": 32,
-                            "attention_bias": True, "mlp_bias": True, "hidden_act": "gelu_pytorch_tanh",
-                            "rope_theta": 500000.0, "rope_scaling": LLAMA3_ROPE, "tie_word_embeddings": False},
-                           False),
-    "llama-tf5-llama3-rope": ({"architectures": ["LlamaForCausalLM"], "model_type": "llama", **SHAPE,
-                               "rope_theta": 500000.0, "rope_scaling": LLAMA3_ROPE, "tie_word_embeddings": True},
-                              True),
-    "llama-linear-rope-gelu": ({"architectures": ["LlamaForCausalLM"], "model_type": "llama", **SHAPE,
-                                "hidden_act": "gelu", "rope_scaling": {"rope_type": "linear", "factor": 4.0},
-                                "attention_bias": True}, False),
-    "qwen2-window-from-layer-1": ({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", **SHAPE,
-                                   "use_sliding_window": True, "sliding_window": 8, "max_window_layers": 1,
-                                   "rope_theta": 1000000.0}, False),
-    "qwen2-tf5": ({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", **SHAPE, "rope_theta": 1000000.0,
-                   "tie_word_embeddings": True}, True),
-    "mistral-window-8-tf5": ({"architectures": ["MistralForCausalLM"], "model_type": "mistral", **SHAPE,
-                              "head_dim": 32, "sliding_window": 8, "hidden_act": "swish", "rope_theta": 1000000.0},
-                             True),
-}
-
-
-def to_tf5_layout(folder) -> None:
-    """Rewrite config.json as transformers >= 5 saves it: rope_theta/rope_scaling -> rope_parameters."""
-    path = folder / "config.json"
-    config = json.loads(path.read_text())
-    params = dict(config.pop("rope_scaling", None) or {"rope_type": "default"})
-    params["rope_theta"] = config.pop("rope_theta")
-    config["rope_parameters"] = params
-    path.write_text(json.dumps(config))
-
-
-@pytest.fixture(scope="module")
-def sources(tmp_path_factory):
-    """case -> (exported folder, 4.x-layout reference folder)."""
-    base, cache = tmp_path_factory.mktemp("contract"), {}
-
-    def get(case: str):
-        if case not in cache:
-            config, tf5 = CASES[case]
-            ref = build_random(config, base / f"{case}-ref", seed=1)
-            src = ref
-            if tf5:
-                src = base / case
-                shutil.copytree(ref, src)
-                to_tf5_layout(src)
-            cache[case] = (src, ref)
-        return cache[case]
-
-    return get
+@pytest.fixture
+def sources(builds):
+    """case -> (exported folder, 4.x-layout reference folder), built once per session."""
+    return builds.case
 
 
 def _torch(ref):

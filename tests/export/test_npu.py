@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from edgelm.errors import ExportError, GenerationError
+from edgelm.bench.quality import TorchReference
 from edgelm.export.arch import get_arch
 from edgelm.export.npu.graph import STATIC_IO, StaticShape, build_static, rotary_table
 from edgelm.export.source import open_source
@@ -17,6 +18,7 @@ from edgelm.runtime.providers import resolve
 from edgelm.runtime.session import create_session
 from edgelm.runtime.static import StaticDecoder
 from tests.conftest import run_cli
+from tests.export.contract_cases import CASES
 
 NPU_PRESETS = ["tiny-qwen2", "tiny-llama"]
 
@@ -36,9 +38,16 @@ def _fp32_pair(hf, folder, context=64, chunk=16):
     return StaticDecoder(sessions, manifest, folder)
 
 
-@pytest.mark.parametrize("preset", ["tiny-qwen2", "tiny-llama", "tiny-mistral"])
+@pytest.mark.parametrize("preset", ["tiny-qwen2", "tiny-llama", "tiny-mistral", "llama-all-features",
+                                    "llama-linear-rope-gelu"])
 def test_static_fp32_graphs_match_pytorch(builds, torch_ref, tmp_path, preset):
-    decoder = _fp32_pair(builds.hf(preset), tmp_path)
+    """The static pair, also with every optional feature on (biases, gelu / gelu-tanh, llama3 / linear rope)."""
+    if preset in CASES:
+        src, ref = builds.case(preset)
+        torch_ref = {preset: TorchReference(ref)}.get
+    else:
+        src = builds.hf(preset)
+    decoder = _fp32_pair(src, tmp_path)
     ids = list(range(5, 45))  # 40 tokens: two full prefill chunks, one padded
     logits = decoder.forward(ids, last_only=False)
     assert decoder.runs == {"prefill": 3, "decode": 0}
