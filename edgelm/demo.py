@@ -48,13 +48,15 @@ def _ensure_package(workdir: Path) -> Path:
             return workdir / f"smollm2-135m-{quant}"
     hf = _ensure_hf(workdir)
     from edgelm.export import ExportConfig, export_model
+    from edgelm.info import quality_line
 
     for quant in ("int4", "int8"):
         out = workdir / f"smollm2-135m-{quant}"
         start = time.perf_counter()
-        export_model(hf, out, ExportConfig(quant=quant, force=True))
+        manifest = export_model(hf, out, ExportConfig(quant=quant, force=True))
         ok, text = answers_check(out)
         print(f"exported {quant} in {time.perf_counter() - start:.0f} s; check answer: {text.strip()[:80]!r}")
+        print(f"self-check against the source in transformers: {quality_line(manifest.quality)}")
         if ok:
             return out
         print(f"{quant} does not answer {CHECK[1]!r}; trying the next precision")

@@ -7,8 +7,10 @@ its source model's own forward in transformers (`edgelm.export.reference`), fed 
           token must be the reference's argmax unless the reference's own top two are within that tolerance
           (a tie); otherwise the export fails and nothing is written
     quantized packages (int4/int8/qdq): KL(reference || package), top-1 agreement and greedy agreement are
-          recorded in the manifest; top-1 below QUANTIZED_FLOOR, or no greedy token agreeing, warns
-          (QualityWarning); `min_agreement` turns a top-1 below it into an error
+          recorded in the manifest; top-1 below QUANTIZED_FLOOR warns (QualityWarning); `min_agreement`
+          turns a top-1 below it into an error. Greedy agreement is recorded, not judged: with two short
+          continuations one early near-tie sets it to 0 (SmolLM2's a16w8 NPU package: top-1 0.892, and
+          both first tokens differ from the reference's, the rest of each continuation then agreeing)
 """
 
 from __future__ import annotations
@@ -164,13 +166,9 @@ def _verdict(mode: str, diff: float, tolerance: float | None, top1: float, agree
     if min_agreement is not None and top1 < min_agreement:
         raise ExportError(f"self-check: the {mode} package's top-1 agreement with its source is {top1:.3f}, below "
                           f"--min-agreement {min_agreement}; nothing was written ({figures})")
-    problems = []
-    if top1 < QUANTIZED_FLOOR:
-        problems.append(f"top-1 agreement {top1:.3f} < {QUANTIZED_FLOOR}")
-    if total and agreed == 0:
-        problems.append("no greedy token agrees")
-    if not problems:
+    if top1 >= QUANTIZED_FLOOR:
         return "pass"
-    message = f"the {mode} package moved far from its source model: {', '.join(problems)} ({figures})"
-    warnings.warn(QualityWarning(message), stacklevel=3)
-    return f"warn: {', '.join(problems)}"
+    problem = f"top-1 agreement {top1:.3f} < {QUANTIZED_FLOOR}"
+    warnings.warn(QualityWarning(f"the {mode} package moved far from its source model: {problem} ({figures})"),
+                  stacklevel=3)
+    return f"warn: {problem}"

@@ -14,6 +14,7 @@ them better.
 import numpy as np
 import pytest
 
+from edgelm.manifest import Manifest
 from edgelm.runtime import load
 from tests.conftest import run_cli
 
@@ -121,3 +122,16 @@ def test_npu_package_runs_whole_on_the_qnn_htp(builds):
     assert variation < 0.4 and int(first["htp"].argmax()) in top3
     out = list(htp.stream_ids(ids, max_new_tokens=3, ignore_eos=True))  # through the one-token decode graph
     assert len(out) == 3 and htp.decoder.runs["decode"] >= 2
+
+
+def test_packages_carry_their_self_check_and_info_prints_it(builds):
+    """Each export ran its package against the source in transformers (export/check.py). Measured: fp32 max
+    |logit diff| 8.4e-5 (tolerance 4.8e-3), 64/64 greedy; int8 KL 0.0116, top-1 0.949; int4 (the demo
+    package) KL 0.345, top-1 0.640, greedy 9/64 (333 positions)."""
+    fp32, int8, int4 = (Manifest.load(builds.package("smollm2", q)).quality for q in ("fp32", "int8", "int4"))
+    assert fp32.verdict == "pass" and fp32.max_abs_logit_diff < 5e-4 and fp32.greedy_agreed == fp32.greedy_total
+    assert int8.verdict == "pass" and int8.top1 >= 0.93 and int8.kl < 0.02
+    assert int4.verdict == "pass" and int4.top1 >= 0.6 and int4.kl < 0.4 and int4.greedy_agreed >= 4
+    assert int4.positions > 300 and int4.tolerance is None and "transformers" in int4.reference
+    out = run_cli("info", builds.package("smollm2", "int4"), check=True).stdout
+    assert f"self-check   pass: top-1 {int4.top1:.3f}, KL {int4.kl:.3g}" in out
