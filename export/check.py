@@ -62,15 +62,14 @@ def _texts(model, window: int) -> _Texts:
                   f"tokens; {len(prompts)} greedy continuations of held-out prompts")
 
 
-def _package_pass(stage: Path) -> tuple[list[list[int]], list[np.ndarray], list[int], str, int]:
-    """Run the package on the CPU: (sequences, their logits, prompt lengths of the greedy ones, text, n)."""
+def _package_pass(stage: Path) -> tuple[list[list[int]], list[np.ndarray], list[int], str]:
+    """Run the package on the CPU: (sequences, their logits, prompt lengths of the greedy ones, text)."""
     from edgelm.runtime import load
 
     model = load(stage, ep="cpu")
     window = min(WINDOW, model.decoder.context_length)
     texts = _texts(model, window)
     sequences, starts = list(texts.windows), []
-    n = GREEDY
     for prompt in texts.prompts:
         n = max(1, min(GREEDY, model.decoder.context_length - len(prompt)))
         cont = list(model.stream_ids(prompt, max_new_tokens=n, ignore_eos=True, temperature=0.0))
@@ -82,7 +81,7 @@ def _package_pass(stage: Path) -> tuple[list[list[int]], list[np.ndarray], list[
         logits.append(np.asarray(model.decoder.forward(seq, last_only=False), dtype=np.float32))
     del model
     gc.collect()
-    return sequences, logits, starts, texts.description, n
+    return sequences, logits, starts, texts.description
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -127,7 +126,7 @@ def self_check(stage: Path, source, manifest: Manifest, min_agreement: float | N
         from tqdm.auto import tqdm
 
         bar = tqdm(total=2, desc="self-check", unit="step", leave=False)
-    sequences, got, starts, text, _ = _package_pass(stage)
+    sequences, got, starts, text = _package_pass(stage)
     if bar is not None:
         bar.update(1)
     reference = StreamedReference(source.path)

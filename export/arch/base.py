@@ -57,7 +57,7 @@ LLAMA_FIELDS: dict[str, Field] = {
     "hidden_act": Field(tuple(ACTIVATIONS), default="silu"),
     "rope_scaling": Field(check=check_rope),
     # transformers PretrainedConfig switches that would change the graph if set
-    "is_decoder": Field(check=lambda v: None), "is_encoder_decoder": Field(check=is_false),
+    "is_encoder_decoder": Field(check=is_false),
     "add_cross_attention": Field(check=is_false), "pruned_heads": Field(check=empty),
 }
 LLAMA_BIASES = {role: "attention_bias" for role in ("q_bias", "k_bias", "v_bias", "o_bias")} | \
@@ -122,7 +122,11 @@ class ArchSpec:
         """Why the native builder cannot build this config exactly (empty: it can)."""
         if not self.native:
             return [Declined("architectures", self.name, "no native builder for this architecture")]
-        return self._layout_declined + check(self.config, self.fields, self.ignored)
+        declined = list(self._layout_declined)
+        if self.config.get("model_type", self.model_type) != self.model_type:  # transformers builds by model_type
+            declined.append(Declined("model_type", self.config["model_type"], f"the {self.name} spec is for "
+                                     f"{self.model_type!r}"))
+        return declined + check(self.config, self.fields, self.ignored)
 
     def setting(self, key: str) -> Any:
         """A contract field's value, or transformers' default when the key is absent."""

@@ -26,7 +26,7 @@ COMMON_IGNORED = frozenset({
     "bad_words_ids", "num_return_sequences", "output_scores", "return_dict_in_generate", "forced_bos_token_id",
     "forced_eos_token_id", "remove_invalid_values", "exponential_decay_length_penalty", "suppress_tokens",
     "begin_suppress_tokens", "chunk_size_feed_forward", "cross_attention_hidden_size", "tie_encoder_decoder",
-    "output_router_logits", "pretraining_tp",  # pretraining_tp: a training-time split of the same matmuls
+    "output_router_logits", "is_decoder", "pretraining_tp",  # pretraining_tp: a training-time split of the same matmuls
 })
 
 TOKEN_ID_SUFFIXES = ("_token_id", "_token_ids")  # special-token ids (unk_token_id, ...): tokenizer business
@@ -113,7 +113,8 @@ def check(config: dict[str, Any], fields: dict[str, Field], ignored: frozenset[s
                 declined.append(Declined(key, value, f"not implemented (native: {choices})"))
             elif spec.check is not None and (why := spec.check(value)):
                 declined.append(Declined(key, value, why))
-        elif key not in ignored and key not in COMMON_IGNORED and not key.endswith(TOKEN_ID_SUFFIXES):
+        elif value is not None and key not in ignored and key not in COMMON_IGNORED \
+                and not key.endswith(TOKEN_ID_SUFFIXES):  # null: as if absent
             declined.append(Declined(key, value, "unknown to the native builder's contract for this architecture"))
     return declined
 
