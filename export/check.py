@@ -80,8 +80,19 @@ def _package_pass(stage: Path) -> tuple[list[list[int]], list[np.ndarray], list[
         model.decoder.reset()
         logits.append(np.asarray(model.decoder.forward(seq, last_only=False), dtype=np.float32))
     del model
-    gc.collect()
+    release_memory()
     return sequences, logits, starts, texts.description
+
+
+def release_memory() -> None:
+    """Collect, then hand freed heap back to the OS (glibc keeps ~0.9 GB of a 1.5B session otherwise)."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -133,7 +144,7 @@ def self_check(stage: Path, source, manifest: Manifest, min_agreement: float | N
     want = reference.logits(sequences)
     described = reference.description
     del reference
-    gc.collect()
+    release_memory()
     if bar is not None:
         bar.update(1)
         bar.close()

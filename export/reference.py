@@ -1,11 +1,12 @@
-"""The source model's own forward in transformers/PyTorch, in float32, holding one decoder layer at a time.
+"""The source model's own forward in transformers/PyTorch, in float32, holding one module's weights at a time.
 
 The self-check compares every package with this. Memory stays near the export's own: the model is built
-with its parameters on the meta device (buffers real), the parameters outside the layer stack (embedding,
-final norm, lm_head) are read once, and each layer's are read from the safetensors files just before it
-runs and dropped just after (forward hooks). The math is transformers' own module code, unchanged.
+with its parameters on the meta device (buffers real), and every module that owns parameters (embedding,
+each linear and norm of each layer, final norm, lm_head) reads them from the safetensors files just
+before it runs and drops them just after (forward hooks). The math is transformers' own module code,
+unchanged.
 
-    ids ─> embed ─> [layer 0: load, run, drop] ─> ... ─> [layer L-1] ─> norm ─> lm_head ─> logits
+    ids ─> [embed: load, run, drop] ─> [q_proj: load, run, drop] ─> ... ─> [lm_head: load, run, drop] ─> logits
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgelm.errors import ExportError
+from edgelm.errors import ExportError, first_line
 from edgelm.export.native.weights import SafetensorsReader
 
 
@@ -32,16 +33,20 @@ class StreamedReference:
         with init_empty_weights(include_buffers=False):
             self.model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
         self.prefix = self.model.base_model_prefix
-        self.stack_name, stack = _layer_stack(self.model)
-        tied = set(getattr(self.model, "_tied_weights_keys", None) or ()) if config.tie_word_embeddings else set()
-        for name, _ in self.model.named_parameters():
-            if name.startswith(f"{self.stack_name}.") or (name in tied and not self._has(name)):
-                continue  # layers load in their hooks; a tied lm_head becomes the embedding below
-            self._set(self.model, name, name)
-        self.model.tie_weights()
-        for i, layer in enumerate(stack):
-            layer.register_forward_pre_hook(self._loader(f"{self.stack_name}.{i}."))
-            layer.register_forward_hook(_drop)
+        # every module that owns parameters loads them just before it runs and drops them after: the layers,
+        # and also the embedding, norms and lm_head (at 1.5B each of the two vocab tables is 0.9 GB in fp32)
+        names = {id(m): n for n, m in self.model.named_modules()}
+        tied = {}
+        if config.tie_word_embeddings:  # a tied lm_head is the input embedding (transformers ties them)
+            out, inp = self.model.get_output_embeddings(), self.model.get_input_embeddings()
+            if out is not None and inp is not None:
+                tied[f"{names[id(out)]}.weight"] = f"{names[id(inp)]}.weight"
+        self.tied = tied
+        self.owners = [(m, f"{n}." if n else "") for n, m in self.model.named_modules()
+                       if any(True for _ in m.parameters(recurse=False))]
+        self.hooks = [h for m, prefix in self.owners
+                      for h in (m.register_forward_pre_hook(self._loader(prefix)), m.register_forward_hook(_drop))]
+        self.streamed = True
         stored = sorted({entry[1] for entry in self.reader.entries.values()})
         self.description = (f"transformers {transformers.__version__}, float32 forward "
                             f"(weights stored as {'/'.join(stored)})")
@@ -60,17 +65,23 @@ class StreamedReference:
         raise ExportError(f"self-check: the source has no tensor for {name}; it cannot be compared with the "
                           "package (pass --no-check to export without the check)")
 
-    def _set(self, module, param: str, full_name: str) -> None:
-        from accelerate.utils import set_module_tensor_to_device
-
-        value = self.torch.from_numpy(self.reader.get(self._checkpoint_name(full_name)))
-        set_module_tensor_to_device(module, param, "cpu", value=value)
-
     def _loader(self, prefix: str):
         def load(module, _args):
-            for name, _ in list(module.named_parameters()):
-                self._set(module, name, prefix + name)
+            from accelerate.utils import set_module_tensor_to_device
+
+            for name, _ in list(module.named_parameters(recurse=False)):
+                full = self.tied.get(prefix + name, prefix + name)
+                value = self.torch.from_numpy(self.reader.get(self._checkpoint_name(full)))
+                set_module_tensor_to_device(module, name, "cpu", value=value)
         return load
+
+    def _load_everything(self) -> None:
+        """Fall back to holding every weight (the model's size in float32) instead of streaming them."""
+        for handle in self.hooks:
+            handle.remove()
+        for module, prefix in self.owners:
+            self._loader(prefix)(module, None)
+        self.streamed = False
 
     def logits(self, sequences: list[list[int]]) -> list[np.ndarray]:
         """(len, vocab) float32 logits for each sequence, in one batched forward (right-padded: a causal model's
@@ -82,25 +93,23 @@ class StreamedReference:
             ids[row, : len(seq)] = t.tensor(seq)
         mask = t.ones_like(ids)  # all ones: padding sits after every real position
         with t.no_grad():
-            out = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float().numpy()
+            try:
+                out = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            except Exception as exc:  # a model that reads a module's weight outside that module's forward
+                if not self.streamed:
+                    raise ExportError(f"self-check: the source model's forward failed in transformers "
+                                      f"({type(exc).__name__}: {first_line(exc, 200)}); pass --no-check") from None
+                self._load_everything()
+                return self.logits(sequences)
+            out = out.float().numpy()
         # out: (batch, length, vocab)
         return [out[row, : len(seq)] for row, seq in enumerate(sequences)]
-
-
-def _layer_stack(model) -> tuple[str, object]:
-    """The ModuleList holding the decoder layers: the one with the most parameters."""
-    import torch
-
-    lists = [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.ModuleList) and len(m)]
-    if not lists:
-        raise ExportError("self-check: no layer stack found in the transformers model; pass --no-check")
-    return max(lists, key=lambda item: sum(p.numel() for p in item[1].parameters()))
 
 
 def _drop(module, _args, _output) -> None:
     from accelerate.utils import set_module_tensor_to_device
 
-    for name, _ in list(module.named_parameters()):
+    for name, _ in list(module.named_parameters(recurse=False)):
         set_module_tensor_to_device(module, name, "meta")
 
 

@@ -39,17 +39,17 @@ class SafetensorsReader:
         return name in self.entries
 
     def get(self, name: str) -> np.ndarray:
-        """The tensor as float32 (a fresh array; the file stays mapped only while it is read)."""
+        """The tensor as float32 (a fresh array, read from the file)."""
         if name not in self.entries:
             raise ModelSourceError(f"weight {name} is missing from the safetensors files")
         path, dtype, shape, offset, length = self.entries[name]
         if dtype not in _DTYPES:
             raise ModelSourceError(f"weight {name} has dtype {dtype}; the native builder reads F32, F16, BF16")
-        raw = np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=(length,))
-        data = raw.view(_DTYPES[dtype]).reshape(shape)
+        # read into a private array (no memory map: mapped pages would count as resident beside the copy)
+        count = length // np.dtype(_DTYPES[dtype]).itemsize
+        data = np.fromfile(path, dtype=_DTYPES[dtype], count=count, offset=offset).reshape(shape)
         if dtype == "BF16":  # bfloat16 is the top half of a float32
-            out = (data.astype(np.uint32) << 16).view(np.float32)
-        else:
-            out = data.astype(np.float32)
-        del raw, data
-        return out
+            wide = data.astype(np.uint32)
+            wide <<= 16  # in place: no second full-size temporary
+            return wide.view(np.float32)
+        return data if dtype == "F32" else data.astype(np.float32)
