@@ -35,9 +35,12 @@ def export_onnx(source: ModelSource, workdir: Path) -> tuple[Path, GraphIO, KVCa
     (read from the graph, so architectures without a spec get the right one)."""
     from optimum.exporters.onnx import main_export
 
+    from transformers.utils import logging as hf_logging
+
     optimum_log = logging.getLogger("optimum")
-    level = optimum_log.level
+    level, hf_level = optimum_log.level, hf_logging.get_verbosity()
     optimum_log.setLevel(logging.ERROR)  # e.g. a warning per tied weight; our own checks follow
+    hf_logging.set_verbosity_error()  # e.g. transformers' "`torch_dtype` is deprecated" from optimum's loader
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
@@ -57,6 +60,7 @@ def export_onnx(source: ModelSource, workdir: Path) -> tuple[Path, GraphIO, KVCa
         raise ExportError(f"optimum could not export {source.arch.name}: {detail}; nothing was written") from None
     finally:
         optimum_log.setLevel(level)
+        hf_logging.set_verbosity(hf_level)
     path = workdir / "model.onnx"
     if not path.is_file():
         raise ExportError(f"optimum produced no model.onnx in {workdir}")
