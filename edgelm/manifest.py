@@ -21,6 +21,8 @@ from edgelm.errors import PackageError
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "edgelm.json"
+OWNER_MARKER = ".edgelm-owner"  # in a staging folder while an export writes it (edgelm.export.staging)
+NOT_CONTENT = (MANIFEST_NAME, OWNER_MARKER)  # files of a package folder that are not listed in `files`
 
 
 @dataclass(frozen=True)
@@ -246,7 +248,7 @@ def file_entries(folder: Path) -> dict[str, FileEntry]:
     return {
         p.relative_to(folder).as_posix(): FileEntry(sha256_file(p), p.stat().st_size)
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != MANIFEST_NAME
+        if p.is_file() and p.relative_to(folder).as_posix() not in NOT_CONTENT
     }
 
 

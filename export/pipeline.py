@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from edgelm.export.config import ExportConfig
 from edgelm.export.quantize import QuantMode, get_mode
 from edgelm.export.source import open_source
 from edgelm.export.native.weights import SafetensorsReader
-from edgelm.export.staging import check_output, staged_output
+from edgelm.export.staging import check_output, staged_output, temporary_folder
 from edgelm.manifest import Manifest
 
 BACKENDS = ("auto", "native", "optimum")
@@ -29,13 +28,13 @@ TARGETS = ("cpu", "npu-qnn")  # cpu: one dynamic-shape graph (any CPU/GPU provid
 def export_model(model: str | Path, out: str | Path, config: ExportConfig = ExportConfig()) -> Manifest:
     """Export an HF model folder (or a .gguf file) to an edgelm package at `out`."""
     model, out = Path(model), Path(out)
-    _check(config, out)
+    _check(config, out, protected=(model,))
     if model.suffix == ".gguf":
         from edgelm.export.gguf import gguf_to_hf
 
-        with tempfile.TemporaryDirectory(prefix="edgelm-gguf-") as hf_dir:
-            gguf_to_hf(model, Path(hf_dir))
-            return _export_folder(Path(hf_dir), out, config, label=model.name)
+        with temporary_folder("edgelm-gguf-") as hf_dir:
+            gguf_to_hf(model, hf_dir)
+            return _export_folder(hf_dir, out, config, label=model.name)
     return _export_folder(model, out, config, label=model.name)
 
 
@@ -46,12 +45,12 @@ def export_synthetic(preset: str, out: str | Path, config: ExportConfig = Export
     get_preset(preset)
     out = Path(out)
     _check(config, out)
-    with tempfile.TemporaryDirectory(prefix="edgelm-synthetic-") as hf_dir:
+    with temporary_folder("edgelm-synthetic-") as hf_dir:
         build_synthetic(preset, hf_dir, seed=seed)
-        return _export_folder(Path(hf_dir), out, config, label=f"synthetic:{preset}:seed{seed}")
+        return _export_folder(hf_dir, out, config, label=f"synthetic:{preset}:seed{seed}")
 
 
-def _check(config: ExportConfig, out: Path) -> None:
+def _check(config: ExportConfig, out: Path, protected: tuple[Path, ...] = ()) -> None:
     """Every cheap check, before any expensive work."""
     if config.target not in TARGETS:
         raise ExportError(f"unknown target {config.target!r}; choose one of: {', '.join(TARGETS)}")
@@ -67,7 +66,7 @@ def _check(config: ExportConfig, out: Path) -> None:
         raise ExportError(f"--min-agreement is a fraction of positions, 0 to 1; got {config.min_agreement}")
     if config.min_agreement is not None and not config.check:
         raise ExportError("--min-agreement needs the self-check; drop --no-check")
-    check_output(out.absolute(), config.force)
+    check_output(out.absolute(), config.force, protected)
 
 
 class BackendFallback(UserWarning):

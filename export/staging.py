@@ -1,12 +1,16 @@
 """Write an output folder atomically: build it in a sibling staging folder, rename it into place on success.
 
 On any failure the staging folder is removed and an existing output folder is left untouched, so a failed
-export never leaves a half-written package behind.
+export never leaves a half-written package behind. What `--force` may replace is narrow: an existing edgelm
+package, never the source model's folder, an ancestor of it or of the working directory, nor any other
+folder. Staging and temporary folders carry a marker naming the process that made them; a later export
+removes the ones whose process is gone (left by a kill -9).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -14,25 +18,98 @@ from pathlib import Path
 from typing import Iterator
 
 from edgelm.errors import EdgeLMError, ExportError, OutputExistsError, first_line
+from edgelm.manifest import MANIFEST_NAME, OWNER_MARKER
+
+MARKER = OWNER_MARKER  # JSON {"pid": ...} inside every staging / temporary folder edgelm makes
+MANIFEST = MANIFEST_NAME
 
 
-def check_output(out: Path, force: bool) -> None:
-    if out.exists() and not force:
-        raise OutputExistsError(out)
+def is_package(folder: Path) -> bool:
+    """A folder holding an edgelm.json that parses as a manifest object."""
+    try:
+        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("format_version"), int)
+
+
+def check_output(out: Path, force: bool, protected: tuple[Path, ...] = ()) -> None:
+    """Refuse, before any work, an output location the export may not write or replace."""
+    out = out.absolute()
+    resolved = out.resolve()
+    for keep in (Path.cwd(), *protected):
+        keep = keep.resolve()
+        if resolved == keep or resolved in keep.parents:
+            what = "the working directory" if keep == Path.cwd().resolve() else f"the source {keep}"
+            raise ExportError(f"-o {out} is {what} or holds it; choose an output folder of its own")
     if out.exists() and not out.is_dir():
         raise ExportError(f"output path {out} exists and is not a folder; choose another -o")
+    if out.exists() and not force:
+        raise OutputExistsError(out)
+    if out.exists() and not is_package(out):
+        raise ExportError(f"--force replaces only an edgelm package, and {out} is not one (no valid {MANIFEST}); "
+                          "choose another -o or remove it yourself")
+    parent = out.parent
+    if not parent.exists():
+        return
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ExportError(f"cannot write into {parent}; choose an -o in a writable folder")
+
+
+def owned_folder(parent: Path, prefix: str) -> Path:
+    """A new folder in `parent` with the owner marker; stale ones of the same prefix are removed first."""
+    remove_stale(parent, prefix)
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    (folder / MARKER).write_text(json.dumps({"pid": os.getpid()}), encoding="utf-8")
+    return folder
+
+
+def remove_stale(parent: Path, prefix: str) -> list[Path]:
+    """Remove folders `prefix*` in `parent` whose marker names a process that no longer runs."""
+    removed = []
+    for folder in parent.glob(f"{prefix}*"):
+        try:
+            pid = json.loads((folder / MARKER).read_text(encoding="utf-8"))["pid"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # no marker of ours: not ours to remove
+        if isinstance(pid, int) and not _alive(pid):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 @contextlib.contextmanager
-def staged_output(out: str | Path, force: bool = False) -> Iterator[Path]:
-    """Yield an empty staging folder; on success it replaces `out`."""
+def temporary_folder(prefix: str) -> Iterator[Path]:
+    """A marked temporary folder (GGUF conversion, synthetic model), removed on exit or by a later export."""
+    folder = owned_folder(Path(tempfile.gettempdir()), prefix)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_output(out: str | Path, force: bool = False, protected: tuple[Path, ...] = ()) -> Iterator[Path]:
+    """Yield an empty staging folder; on success it replaces `out` (see check_output for what may be replaced)."""
     out = Path(out).absolute()
-    check_output(out, force)
+    check_output(out, force, protected)
     out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    stage = owned_folder(out.parent, f".{out.name}.partial-")
     try:
         yield stage
-        check_output(out, force)  # the folder may have appeared while we worked
+        check_output(out, force, protected)  # the folder may have appeared while we worked
+        (stage / MARKER).unlink()
+        _apply_umask(stage)
         if out.exists():
             backup = out.parent / f".{out.name}.old-{os.getpid()}"
             os.replace(out, backup)
@@ -50,3 +127,12 @@ def staged_output(out: str | Path, force: bool = False) -> Iterator[Path]:
         shutil.rmtree(stage, ignore_errors=True)
         first = first_line(exc, limit=None)
         raise ExportError(f"export failed: {type(exc).__name__}: {first}; nothing was written to {out}") from exc
+
+
+def _apply_umask(folder: Path) -> None:
+    """mkdtemp makes 0700; a package gets the user's usual modes (0755 folders / 0644 files under umask 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    folder.chmod(0o777 & ~mask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)

@@ -3,12 +3,14 @@
 import json
 import shutil
 
+from pathlib import Path
+
 import onnx
 import pytest
 
 from edgelm.errors import ExportError, ModelSourceError, OutputExistsError, QuantizationError, UnsupportedArchitecture
 from edgelm.export import ExportConfig, export_model, registered_architectures
-from edgelm.manifest import MANIFEST_NAME
+from edgelm.manifest import MANIFEST_NAME, Manifest
 from tests.conftest import run_cli
 
 
@@ -85,16 +87,32 @@ def test_unknown_quantization(tmp_path, builds):
         export_model(builds.hf("tiny-llama"), tmp_path / "out", ExportConfig(quant="int3"))
 
 
-def test_existing_output_is_kept_without_force_and_replaced_with_it(tmp_path, builds):
+def test_existing_package_is_kept_without_force_and_replaced_with_it(tmp_path, builds):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
+    shutil.copytree(builds.package("tiny-llama", "int4"), out)
+    (out / "old.txt").write_text("the old package's")
     with pytest.raises(OutputExistsError, match="--force"):
         export_model(builds.hf("tiny-llama"), out, ExportConfig(quant="fp32", progress=False))
-    assert (out / "keep.txt").read_text() == "mine"
+    assert (out / "old.txt").is_file()
     export_model(builds.hf("tiny-llama"), out, ExportConfig(quant="fp32", progress=False, force=True))
-    assert (out / MANIFEST_NAME).is_file() and not (out / "keep.txt").exists()
+    assert Manifest.load(out).quantization.mode == "fp32" and not (out / "old.txt").exists()
     assert not _no_leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("where", ["source", "source-parent", "cwd", "documents"])
+def test_force_never_replaces_what_is_not_an_edgelm_package(tmp_path, builds, monkeypatch, where):
+    """Issue 12 #1: `-o SRC --force`, `-o . --force`, `-o <documents> --force` deleted them."""
+    src = tmp_path / "models" / "src"
+    shutil.copytree(builds.hf("tiny-llama"), src)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "thesis.txt").write_text("years of work")
+    monkeypatch.chdir(docs if where == "cwd" else tmp_path)
+    out = {"source": src, "source-parent": src.parent, "cwd": Path("."), "documents": docs}[where]
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(ExportError, match="choose an output folder of its own|replaces only an edgelm package"):
+        export_model(src, out, ExportConfig(quant="fp32", progress=False, force=True))
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
 def test_failure_midway_leaves_nothing_and_keeps_old_output(tmp_path, builds):
@@ -103,7 +121,7 @@ def test_failure_midway_leaves_nothing_and_keeps_old_output(tmp_path, builds):
     shutil.copytree(builds.hf("tiny-llama"), model)
     (model / "model.safetensors").unlink()
     out = tmp_path / "out"
-    out.mkdir()
+    shutil.copytree(builds.package("tiny-llama", "int4"), out)
     (out / "keep.txt").write_text("mine")
     with pytest.raises(ExportError, match="nothing was written"):  # optimum fails deep inside
         export_model(model, out, ExportConfig(quant="fp32", backend="optimum", progress=False, force=True))
