@@ -66,5 +66,24 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> None:
             return
 
 
+def die_with_parent() -> None:
+    """Never outlive the coordinator: on Linux the kernel sends SIGKILL when the parent dies (a killed
+    `edgelm bench` once left a 16 GB worker running); elsewhere the closed stdin ends `serve` once the
+    current command is done."""
+    try:
+        import ctypes
+        import os
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent died before the call above
+            os._exit(1)
+    except (OSError, AttributeError):
+        pass
+
+
 if __name__ == "__main__":
+    die_with_parent()
     serve()

@@ -229,6 +229,14 @@ def _defaults(cls) -> dict:
     return {f.name: f.default for f in fields(cls)}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as edgelm's: one line, exit code 2 (subcommand parsers are of this class too)."""
+
+    def error(self, message: str):
+        print(f"edgelm: error: {self.prog.removeprefix('edgelm ')}: {message} (see --help)", file=sys.stderr)
+        sys.exit(UsageError.exit_code)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from edgelm.bench.config import BenchConfig
     from edgelm.export.config import ExportConfig, NpuConfig, QuantConfig
@@ -238,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ed, qd, bd = _defaults(ExportConfig), _defaults(QuantConfig), _defaults(BenchConfig)
     nd = _defaults(NpuConfig)
-    parser = argparse.ArgumentParser(prog="edgelm", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="edgelm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("export", help="HF folder, .gguf file or synthetic preset -> edgelm package")

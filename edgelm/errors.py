@@ -58,7 +58,7 @@ class BenchError(EdgeLMError):
 
 
 class UsageError(EdgeLMError):
-    """Command-line arguments that contradict each other."""
+    """Arguments (command line or Python API) out of range or contradicting each other."""
 
 
 def first_line(exc: BaseException, limit: int | None = 300) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any
 from edgelm.errors import PackageError
 
 FORMAT_VERSION = 1
+MAX_MANIFEST_BYTES = 16 << 20  # manifests are a few KB (a chat template included)
 MANIFEST_NAME = "edgelm.json"
 OWNER_MARKER = ".edgelm-owner"  # in a staging folder while an export writes it (edgelm.export.staging)
 NOT_CONTENT = (MANIFEST_NAME, OWNER_MARKER)  # files of a package folder that are not listed in `files`
@@ -194,7 +196,11 @@ class Manifest:
                 f"package format {version} is newer than this edgelm understands ({FORMAT_VERSION}); "
                 "upgrade edgelm"
             )
-        return _build(cls, data, "manifest")
+        manifest = _build(cls, data, "manifest")
+        for where, value, ok in _BOUNDS(manifest):
+            if not ok(value):
+                raise PackageError(f"manifest {where} = {value!r} is out of range; re-export the package")
+        return manifest
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
@@ -220,19 +226,49 @@ class Manifest:
         path = folder / MANIFEST_NAME
         if not path.is_file():
             raise PackageError(f"{folder} has no {MANIFEST_NAME}: it is not an edgelm package")
-        return cls.from_json(path.read_text(encoding="utf-8"))
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise PackageError(f"{path} is larger than any manifest edgelm writes; re-export the package")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise PackageError(f"{path} is not UTF-8 text; re-export the package") from None
+        return cls.from_json(text)
 
-    def verify(self, folder: str | Path, hashes: bool = False) -> None:
-        """Check every listed file exists with its size (and, with `hashes`, its sha256)."""
-        folder = Path(folder)
-        for name, entry in self.files.items():
-            path = folder / name
-            if not path.is_file():
-                raise PackageError(f"package file {path} is missing; re-export the package")
-            if path.stat().st_size != entry.bytes:
-                raise PackageError(f"package file {path} has the wrong size (truncated copy?); re-export")
-            if hashes and sha256_file(path) != entry.sha256:
-                raise PackageError(f"package file {path} fails its sha256 check; re-export the package")
+    def verify(self, folder: str | Path, hashes: bool | str = True) -> None:
+        """Paths confined to the package, every file listed, sizes, and (unless `hashes` is False) sha256:
+        True reuses the stamps of files hashed before and unchanged since, "full" rehashes all
+        (`edgelm.integrity`)."""
+        from edgelm.integrity import verify
+
+        verify(self, folder, hashes)
+
+
+def _between(lo: float, hi: float):
+    return lambda v: isinstance(v, (int, float)) and math.isfinite(v) and lo <= v <= hi
+
+
+def _BOUNDS(m: Manifest) -> list[tuple[str, Any, Any]]:
+    """(field, value, predicate) for every number the runtime sizes memory or loops by, and the sampling
+    defaults; data, checked when a manifest is read."""
+    kv, gen = m.kv_cache, m.generation
+    rows = [
+        ("context_length", m.context_length, _between(1, 1 << 24)),
+        ("vocab_size", m.vocab_size, _between(1, 1 << 24)),
+        ("kv_cache.num_layers", kv.num_layers, _between(1, 4096)),
+        ("kv_cache.num_kv_heads", kv.num_kv_heads, _between(1, 4096)),
+        ("kv_cache.head_dim", kv.head_dim, _between(1, 8192)),
+        ("kv_cache.dtype", kv.dtype, lambda v: v in ("float32", "float16")),
+        ("generation.temperature", gen.temperature, _between(0, 1e6)),
+        ("generation.top_k", gen.top_k, _between(0, 1 << 24)),
+        ("generation.top_p", gen.top_p, lambda v: _between(0, 1)(v) and v > 0),
+        ("generation.repetition_penalty", gen.repetition_penalty, lambda v: _between(0, 1e6)(v) and v > 0),
+        ("generation.max_new_tokens", gen.max_new_tokens, _between(1, 1 << 24)),
+        ("generation.eos_token_ids", gen.eos_token_ids, lambda ids: all(_between(0, 1 << 24)(i) for i in ids)),
+    ]
+    if m.static is not None:
+        rows += [("static.context", m.static.context, _between(1, 1 << 20)),
+                 ("static.chunk", m.static.chunk, _between(1, m.static.context))]
+    return rows
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:

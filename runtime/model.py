@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edgelm.errors import PackageError
+import numpy as np
+
+from edgelm.errors import GenerationError, PackageError
 from edgelm.manifest import Manifest
 from edgelm.runtime.chat import Message, render_chat
 from edgelm.runtime.decoder import DECODERS
@@ -38,7 +41,7 @@ class Model:
         package: str | Path,
         ep: str = "cpu",
         threads: int | None = None,
-        verify: bool = False,
+        verify: bool | str = True,
         strict: bool | None = None,
         provider_options: dict[str, str] | None = None,
         context_cache: str | Path | None = None,
@@ -47,6 +50,9 @@ class Model:
         self.path = Path(package)
         self.manifest = Manifest.load(self.path)
         self.manifest.verify(self.path, hashes=verify)
+        self.verified = bool(verify)  # hashes checked at this load (bench records them as measured)
+        self._lock = threading.Lock()  # one generation at a time: they share the decoder's KV cache
+        self._owner: int | None = None  # the thread whose generation holds the lock
         self.provider = choose_auto(self.manifest.quantization.mode) if ep == "auto" else resolve(ep)
         if strict is None:  # NPU packages are made to run whole on their provider: a fallback is an error
             strict = self.manifest.target != "cpu" and self.provider.spec.name != "cpu"
@@ -102,7 +108,26 @@ class Model:
         gen = self.manifest.generation
         stop = () if ignore_eos else gen.eos_token_ids
         n = gen.max_new_tokens if max_new_tokens is None else max_new_tokens
-        return generate_ids(self.decoder, prompt_ids, n, self.sampling(**sampling), stop)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise GenerationError(f"max_new_tokens must be a positive integer, not {n!r}")
+        vocab = self.manifest.vocab_size
+        if any(isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < vocab for t in prompt_ids):
+            raise GenerationError(f"prompt ids must be integers in [0, {vocab}) for this package")
+        return self._serialized(generate_ids(self.decoder, list(prompt_ids), n, self.sampling(**sampling), stop))
+
+    def _serialized(self, tokens: Iterator[int]) -> Iterator[int]:
+        """Run one generation holding the model's lock: other threads wait for it; a second generation opened
+        in the same thread while this one is unfinished is a GenerationError (it would reuse this KV cache)."""
+        me = threading.get_ident()
+        if self._owner == me:
+            raise GenerationError("another generation on this Model is still open in this thread (an unfinished "
+                                  "stream); finish it or call its .close() first, or load a second Model")
+        with self._lock:
+            self._owner = me
+            try:
+                yield from tokens
+            finally:
+                self._owner = None
 
     def encode_prompt(self, prompt: str, chat: bool = False) -> list[int]:
         """Token ids of `prompt`; with `chat`, `prompt` is one user message run through the chat template."""
@@ -133,10 +158,17 @@ class Model:
         return Completion(self.tokenizer.decode(out), out, len(ids))
 
 
-def load(package: str | Path, ep: str = "cpu", threads: int | None = None, verify: bool = False,
+def load(package: str | Path, ep: str = "cpu", threads: int | None = None, verify: bool | str = True,
          strict: bool | None = None, provider_options: dict[str, str] | None = None,
          context_cache: str | Path | None = None, max_length: int | None = None) -> Model:
     """Load an edgelm package on execution provider `ep` ("cpu", "qnn", "openvino", "dml", ..., or "auto").
+
+    `verify` (default True) checks the package before anything is opened: paths inside the package, every
+    file listed and hashed in the manifest (files unchanged since an earlier verified load are not hashed
+    again: see edgelm.integrity); "full" rehashes everything, False checks sizes only.
+    Thread model: a Model runs one generation at a time. Calls from several threads are serialized (a lock
+    per Model, held for a whole generation or stream); opening a second stream in the same thread while a
+    first is unfinished raises GenerationError. For parallel generations, load one Model per thread.
 
     `strict` turns any node left to the CPU into ProviderFallback (naming the nodes) instead of a warning;
     None (the default) means strict for NPU packages on their accelerator, not strict otherwise.

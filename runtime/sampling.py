@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from edgelm.errors import GenerationError
 
 
 @dataclass(frozen=True)
@@ -16,6 +19,30 @@ class SamplingConfig:
     top_p: float = 1.0
     repetition_penalty: float = 1.0
     seed: int | None = None
+
+    def __post_init__(self):
+        for name, ok, what in _RULES:
+            value = getattr(self, name)
+            if not ok(value):
+                raise GenerationError(f"{name} must be {what}, not {value!r}")
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _integer(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+# field, check, what it must be (data: one table for the API and the CLI)
+_RULES = (
+    ("temperature", lambda v: _number(v) and 0 <= v <= 1e6, "a finite number >= 0 (0 = greedy)"),
+    ("top_k", lambda v: _integer(v) and v >= 0, "an integer >= 0 (0 = off)"),
+    ("top_p", lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1] (1 = off)"),
+    ("repetition_penalty", lambda v: _number(v) and 0 < v <= 1e6, "a finite number > 0 (1 = off)"),
+    ("seed", lambda v: v is None or (_integer(v) and 0 <= v < 1 << 64), "an integer in [0, 2**64) or None"),
+)
 
 
 def repetition_penalty(logits: np.ndarray, previous: np.ndarray, penalty: float) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgelm.errors import PackageError
+from edgelm.errors import GenerationError, PackageError, first_line
 
 
 class TextTokenizer:
@@ -20,7 +20,12 @@ class TextTokenizer:
 
     def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
         """Token ids of `text`; special tokens written in the text (e.g. chat markers) are recognised."""
-        ids = self._tok.encode(text, add_special_tokens=False).ids
+        if not isinstance(text, str):
+            raise GenerationError(f"text to encode must be a str, not {type(text).__name__}")
+        try:
+            ids = self._tok.encode(text, add_special_tokens=False).ids
+        except Exception as exc:  # e.g. a lone surrogate the tokenizer cannot encode
+            raise GenerationError(f"cannot tokenize the text: {first_line(exc, 200)}") from None
         if (self.add_bos if add_bos is None else add_bos) and self.bos_token_id is not None:
             ids = [self.bos_token_id, *ids]
         return ids

@@ -26,7 +26,8 @@ class EdgeLMEngine(Engine):
             "quant": m.quantization.mode,
             "context_length": m.context_length,
             "package_bytes": sum(f.bytes for f in files.values()),
-            "package_sha256": files[m.model_file].sha256 if m.model_file in files else "",
+            # the hash this load measured (verify: the file hashed now, or unchanged since it was hashed)
+            "package_sha256": files[m.model_file].sha256 if self.model.verified and m.model_file in files else "",
             # key + value, every layer, one token
             "kv_bytes_per_token": 2 * kv.num_layers * kv.num_kv_heads * kv.head_dim * np.dtype(kv.dtype).itemsize,
             "weight_bytes_per_token": m.weights.per_token if m.weights else None,

@@ -91,5 +91,7 @@ def test_corrupt_graph_is_a_package_error(builds, tmp_path):
     copy = tmp_path / "pkg"
     shutil.copytree(builds.package("tiny-llama", "fp32"), copy)
     (copy / "model.onnx").write_bytes(b"\0" * (copy / "model.onnx").stat().st_size)
+    with pytest.raises(PackageError, match="fails its sha256 check"):
+        load(copy)  # verified by default
     with pytest.raises(PackageError, match="onnxruntime cannot load"):
-        load(copy)
+        load(copy, verify=False)
