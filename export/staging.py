@@ -56,18 +56,19 @@ def check_output(out: Path, force: bool, protected: tuple[Path, ...] = ()) -> No
         raise ExportError(f"cannot write into {parent}; choose an -o in a writable folder")
 
 
-def owned_folder(parent: Path, prefix: str) -> Path:
-    """A new folder in `parent` with the owner marker; stale ones of the same prefix are removed first."""
-    remove_stale(parent, prefix)
+def owned_folder(parent: Path, prefix: str, stale: str) -> Path:
+    """A new folder `prefix*` in `parent` with the owner marker; stale marked folders matching the glob `stale`
+    (any export's, not only this output's) are removed first."""
+    remove_stale(parent, stale)
     folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     (folder / MARKER).write_text(json.dumps({"pid": os.getpid()}), encoding="utf-8")
     return folder
 
 
-def remove_stale(parent: Path, prefix: str) -> list[Path]:
-    """Remove folders `prefix*` in `parent` whose marker names a process that no longer runs."""
+def remove_stale(parent: Path, pattern: str) -> list[Path]:
+    """Remove folders matching `pattern` in `parent` whose marker names a process that no longer runs."""
     removed = []
-    for folder in parent.glob(f"{prefix}*"):
+    for folder in parent.glob(pattern):
         try:
             pid = json.loads((folder / MARKER).read_text(encoding="utf-8"))["pid"]
         except (OSError, ValueError, KeyError, TypeError):
@@ -91,7 +92,7 @@ def _alive(pid: int) -> bool:
 @contextlib.contextmanager
 def temporary_folder(prefix: str) -> Iterator[Path]:
     """A marked temporary folder (GGUF conversion, synthetic model), removed on exit or by a later export."""
-    folder = owned_folder(Path(tempfile.gettempdir()), prefix)
+    folder = owned_folder(Path(tempfile.gettempdir()), prefix, "edgelm-*")
     try:
         yield folder
     finally:
@@ -104,7 +105,7 @@ def staged_output(out: str | Path, force: bool = False, protected: tuple[Path, .
     out = Path(out).absolute()
     check_output(out, force, protected)
     out.parent.mkdir(parents=True, exist_ok=True)
-    stage = owned_folder(out.parent, f".{out.name}.partial-")
+    stage = owned_folder(out.parent, f".{out.name}.partial-", ".*.partial-*")
     try:
         yield stage
         check_output(out, force, protected)  # the folder may have appeared while we worked

@@ -70,6 +70,14 @@ class Builds:
         return self.cache[key]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _verify_cache(tmp_path_factory):
+    """Verified-file stamps (edgelm.integrity) in a folder of the test run's own, not the user's cache."""
+    import os
+
+    os.environ["EDGELM_CACHE_DIR"] = str(tmp_path_factory.mktemp("edgelm-cache"))
+
+
 @pytest.fixture(scope="session")
 def builds(tmp_path_factory) -> Builds:
     return Builds(tmp_path_factory.mktemp("builds"))
