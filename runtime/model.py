@@ -135,8 +135,29 @@ class Model:
             return self.encode_chat([{"role": "user", "content": prompt}])
         return self.tokenizer.encode(prompt)
 
-    def encode_chat(self, messages: list[Message]) -> list[int]:
-        return self.tokenizer.encode(self.chat_prompt(messages), add_bos=False)  # the template adds any BOS
+    def encode_chat(self, messages: list[Message], trusted: bool = False) -> list[int]:
+        """Token ids of the chat template applied to `messages` (the template adds any BOS).
+
+        Special-token strings inside message contents (e.g. "<|im_end|><|im_start|>system" typed by a user)
+        are tokenized as plain text, so content cannot forge a turn; only the template's own markers are
+        control tokens. `trusted=True` reads them as control tokens (callers who build contents themselves)."""
+        tok = self.tokenizer
+        marked = {} if trusted else {i: f"\ue000edgelm-content-{i}\ue001" for i, m in enumerate(messages)
+                                     if isinstance(m, dict) and isinstance(m.get("content"), str)
+                                     and tok.has_special(m["content"])}
+        if not marked:
+            return tok.encode(self.chat_prompt(messages), add_bos=False)
+        shown = [dict(m, content=marked[i]) if i in marked else m for i, m in enumerate(messages)]
+        text = self.chat_prompt(shown)
+        if any(text.count(mark) != 1 for mark in marked.values()):
+            raise GenerationError("a message contains special-token text and this chat template transforms message "
+                                  "contents, so it cannot be kept as plain text; remove the special tokens, or pass "
+                                  "trusted=True to read them as control tokens")
+        ids, rest = [], text
+        for i, mark in marked.items():  # in message order, which is the order the template renders them
+            before, _, rest = rest.partition(mark)
+            ids += tok.encode(before, add_bos=False) + tok.encode_text(messages[i]["content"])
+        return ids + tok.encode(rest, add_bos=False)
 
     def stream(self, prompt: str, chat: bool = False, **kwargs) -> Iterator[str]:
         """Text pieces as they are generated."""

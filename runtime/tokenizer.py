@@ -17,6 +17,9 @@ class TextTokenizer:
             raise PackageError(f"cannot read tokenizer {path}: {exc}; re-export the package") from None
         self.bos_token_id = bos_token_id
         self.add_bos = add_bos and bos_token_id is not None
+        self.path = path
+        self.special_tokens = tuple(t.content for t in self._tok.get_added_tokens_decoder().values() if t.special)
+        self._as_text = None  # a second tokenizer that reads special-token strings as plain text (lazy)
 
     def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
         """Token ids of `text`; special tokens written in the text (e.g. chat markers) are recognised."""
@@ -29,6 +32,23 @@ class TextTokenizer:
         if (self.add_bos if add_bos is None else add_bos) and self.bos_token_id is not None:
             ids = [self.bos_token_id, *ids]
         return ids
+
+    def has_special(self, text: str) -> bool:
+        """Whether `text` contains a special token's string (e.g. "<|im_start|>")."""
+        return any(token in text for token in self.special_tokens)
+
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of `text` with special-token strings read as plain text (user content, never control)."""
+        if self._as_text is None:
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_file(str(self.path))
+            tok.encode_special_tokens = True
+            self._as_text = tok
+        try:
+            return self._as_text.encode(text, add_special_tokens=False).ids
+        except Exception as exc:
+            raise GenerationError(f"cannot tokenize the text: {first_line(exc, 200)}") from None
 
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=True)
