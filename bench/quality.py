@@ -57,7 +57,9 @@ def windows(model, text: str | None = None, window: int = 256) -> list[list[int]
     """The token windows perplexity and divergence read: `text` (default the shipped corpus), each window
     starting fresh so every package sees exactly the same contexts."""
     ids = model.tokenizer.encode(text if text is not None else CORPUS.read_text(encoding="utf-8"))
-    window = min(window, model.manifest.context_length)
+    if isinstance(window, bool) or not isinstance(window, int) or not 2 <= window <= model.manifest.context_length:
+        raise BenchError(f"window must be from 2 to the package's context length ({model.manifest.context_length}) "
+                         f"tokens, not {window!r}")
     return [ids[i : i + window] for i in range(0, len(ids) - 1, window) if len(ids[i : i + window]) >= 2]
 
 
@@ -70,12 +72,18 @@ def text_pass(model, reference=None, text: str | None = None, window: int = 256)
     """One pass of `model` over the text's windows: (perplexity, mean KL(reference || model), top-1 agreement
     with the reference at every position); the last two are None without a reference."""
     nll, count, kl, top = 0.0, 0, [], []
-    for chunk in windows(model, text, window):
+    chunks = windows(model, text, window)
+    if not chunks:
+        raise BenchError("the text has fewer than 2 tokens: nothing to measure; give a longer --text")
+    for chunk in chunks:
         got = _log_probs(model, chunk)
         nll -= float(got[np.arange(len(chunk) - 1), chunk[1:]].sum())
         count += len(chunk) - 1
         if reference is not None:
             want = log_softmax(reference.logits(chunk))
+            if want.shape != got.shape:
+                raise BenchError(f"the reference's vocabulary ({want.shape[-1]}) is not the package's "
+                                 f"({got.shape[-1]}): compare packages of the same model")
             kl.append((np.exp(want) * (want - got)).sum(-1))
             top.append(want.argmax(-1) == got.argmax(-1))
     if reference is None:

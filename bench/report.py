@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgelm.bench.schema import BenchRow
-from edgelm.errors import BenchError
+from edgelm.errors import BenchError, first_line
 
 
 def _opt(value, fmt: str) -> str:
@@ -69,7 +69,10 @@ def to_json(rows: list[BenchRow]) -> str:
 
 
 def from_json(text: str) -> list[BenchRow]:
-    return [BenchRow.from_dict(d) for d in json.loads(text)]
+    data = json.loads(text)
+    if not isinstance(data, list):
+        raise TypeError(f"expected a JSON list of rows, got {type(data).__name__}")
+    return [BenchRow.from_dict(d) for d in data]
 
 
 def to_jsonl(rows: list[BenchRow]) -> str:
@@ -99,9 +102,12 @@ def read_rows(path: str | Path) -> list[BenchRow]:
     if not path.is_file():
         raise BenchError(f"{path} does not exist")
     try:
-        return READERS[fmt](path.read_text(encoding="utf-8"))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BenchError(f"{path} is not an edgelm bench file ({exc})") from None
+        rows = READERS[fmt](path.read_text(encoding="utf-8"))
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise BenchError(f"{path} is not an edgelm bench file ({type(exc).__name__}: {first_line(exc, 120)})") from None
+    if not rows:
+        raise BenchError(f"{path} holds no bench rows; nothing to compare")
+    return rows
 
 
 def ratios(rows: list[BenchRow]) -> list[str]:

@@ -110,6 +110,7 @@ def _cmd_bench(args) -> int:
     from edgelm.bench import BenchConfig, run_bench
     from edgelm.bench.report import ratios, render
 
+    _check_bench_outputs(args)
     args.ep = _names(args.ep) if args.ep else None
     config = BenchConfig(**_given(args, prompt_tokens="p", gen_tokens="n", threads="t", eps="ep",
                                   repetitions="r"), strict=args.strict,
@@ -152,6 +153,19 @@ def _peers(args) -> tuple[dict[str, str | None], list[str]]:
         else:
             peers[name] = target
     return peers, notes
+
+
+def _check_bench_outputs(args) -> None:
+    """Where results go, checked before minutes of benchmarking."""
+    if args.json:
+        path = Path(args.json)
+        if path.is_dir() or not path.parent.is_dir():
+            raise UsageError(f"--json {path}: give a file path in an existing folder")
+    for flag, folder in (("--hf", args.hf), ("--genai-model", args.genai_model), ("--ref", args.ref)):
+        if folder and not Path(folder).is_dir():  # a hub id is not a folder: edgelm never downloads
+            raise UsageError(f"{flag} {folder} is not a local folder (edgelm does not download models)")
+    if args.plot and Path(args.plot).exists() and not Path(args.plot).is_dir():
+        raise UsageError(f"--plot {args.plot} is a file; give a folder for the PNG plots")
 
 
 def _bench_compare(args) -> int:

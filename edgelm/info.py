@@ -53,6 +53,8 @@ def describe_partitions(path: str) -> list[str]:
                 warnings.simplefilter("ignore")
                 model = load(path, ep=name)
         except EdgeLMError as exc:
+            if name == "cpu":  # every package runs on the CPU: failing there means the package is broken
+                raise
             lines.append(f"  {name}: cannot load: {exc}")
             continue
         lines += ["  " + ln for ln in model.partition.summary().splitlines()]

@@ -50,10 +50,13 @@ def check_output(out: Path, force: bool, protected: tuple[Path, ...] = ()) -> No
         raise ExportError(f"--force replaces only an edgelm package, and {out} is not one (no valid {MANIFEST}); "
                           "choose another -o or remove it yourself")
     parent = out.parent
-    if not parent.exists():
-        return
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise ExportError(f"cannot write into {parent}; choose an -o in a writable folder")
+    while not parent.exists() and parent != parent.parent:  # the folders to be made go in the nearest one there
+        parent = parent.parent
+    try:  # the real test (permission bits say little to root, and /proc or a read-only mount refuse anyway)
+        os.rmdir(tempfile.mkdtemp(prefix=".edgelm-probe-", dir=parent))
+    except OSError as exc:
+        raise ExportError(f"cannot create folders in {parent} ({exc.strerror}); choose an -o in a writable folder") \
+            from None
 
 
 def owned_folder(parent: Path, prefix: str, stale: str) -> Path:
