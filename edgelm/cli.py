@@ -60,7 +60,7 @@ def _cmd_export(args) -> int:
 def _cmd_run(args) -> int:
     from edgelm.runtime import load
 
-    model = load(args.package, ep=args.ep or "cpu", threads=args.threads, strict=args.strict,
+    model = load(args.package, ep=args.ep or "cpu", threads=args.threads, strict=args.strict, verify=not args.no_verify,
                  provider_options=dict(args.ep_option or ()), context_cache=args.context_cache)
     _say_provider(model)
     sampling = _given(args, temperature="temperature", top_k="top_k", top_p="top_p",
@@ -320,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repetition-penalty", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--ignore-eos", action="store_true", help="do not stop at end-of-sequence tokens")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the sha256 check of the package's files (paths, listing and sizes are still checked; "
+                   "files unchanged since a verified load are not rehashed anyway)")
     _add_provider_flags(p, "execution provider: cpu (default), auto, qnn, openvino, dml, ... (see edgelm info)")
     p.add_argument("--context-cache", metavar="DIR",
                    help="keep the provider's compiled EP-context model here (QNN): compile once, load fast")
