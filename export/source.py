@@ -59,7 +59,13 @@ def open_source(path: str | Path) -> ModelSource:
         raise ModelSourceError(
             f"{path} has no tokenizer.json (a fast tokenizer); save one with `tokenizer.save_pretrained(folder)`"
         )
-    return ModelSource(path, config, get_arch(config, foreign=True))
+    if not isinstance(config, dict):
+        raise ModelSourceError(f"{config_path} must hold a JSON object")
+    arch = get_arch(config, foreign=True)
+    problems = arch.shape_problems()
+    if problems:
+        raise ModelSourceError(f"{config_path}: {'; '.join(problems)}; fix the config")
+    return ModelSource(path, config, arch)
 
 
 def _read_json(path: Path, default: Any = None) -> Any:

@@ -373,3 +373,18 @@ def test_info_fails_on_a_graph_onnxruntime_cannot_load(builds, tmp_path):
     _edit_manifest(pkg, lambda d: d["files"]["model.onnx"].update(sha256=sha256_file(pkg / "model.onnx")))
     proc = run_cli("info", pkg)
     assert proc.returncode == 2 and "onnxruntime cannot load" in proc.stderr
+
+
+def test_absurd_source_config_numbers_are_refused_before_any_work(builds, tmp_path):
+    """Issue 12 #9: num_hidden_layers 1e9 grew memory until the machine gave out."""
+    from edgelm.errors import ModelSourceError
+    from edgelm.export import ExportConfig, export_model
+
+    src = tmp_path / "src"
+    shutil.copytree(builds.hf("tiny-llama"), src)
+    _edit_manifest_like = json.loads((src / "config.json").read_text())
+    _edit_manifest_like["num_hidden_layers"] = 1e9
+    (src / "config.json").write_text(json.dumps(_edit_manifest_like))
+    with pytest.raises(ModelSourceError, match="num_hidden_layers = 1000000000.0"):
+        export_model(src, tmp_path / "out", ExportConfig(progress=False))
+    assert not (tmp_path / "out").exists()

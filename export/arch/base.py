@@ -128,6 +128,24 @@ class ArchSpec:
                                      f"{self.model_type!r}"))
         return declined + check(self.config, self.fields, self.ignored)
 
+    # shape fields the builders size memory and loops by: (key, largest value any real model has by far)
+    SHAPE_LIMITS: ClassVar[tuple[tuple[str, int], ...]] = (
+        ("num_layers", 4096), ("num_heads", 4096), ("num_kv_heads", 4096), ("hidden_size", 1 << 17),
+        ("vocab_size", 1 << 24), ("context_length", 1 << 30))
+
+    def shape_problems(self) -> list[str]:
+        """Shape fields that are not positive integers within SHAPE_LIMITS (a typo such as 1e9 layers would
+        otherwise grow memory until the machine gives out)."""
+        problems = []
+        for key, limit in self.SHAPE_LIMITS:
+            value = self._get(key)
+            if value is None and (not self.native or key == "num_kv_heads"):
+                continue  # unknown to a foreign spec (optimum reads its own config); kv heads default to heads
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+                problems.append(f"{self.config_keys.get(key, key) if self.native else key} = {value!r} "
+                                f"(expected an integer from 1 to {limit})")
+        return problems
+
     def setting(self, key: str) -> Any:
         """A contract field's value, or transformers' default when the key is absent."""
         value = self.config.get(key)
