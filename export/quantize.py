@@ -32,6 +32,7 @@ def quant_modes() -> list[str]:
 # How int4/int8 weights are prepared before rounding (QuantConfig.calibration). auto: awq for int4 from the
 # native builder (where it pays most: 16 levels per block), plain rounding otherwise.
 CALIBRATIONS = ("auto", "none", "awq")
+ACCURACY_LEVELS = (0, 1, 2, 3, 4)  # MatMulNBits' accuracy_level attribute
 
 
 def resolve_calibration(config: QuantConfig, bits: int | None) -> str:
@@ -52,6 +53,9 @@ def get_mode(name: str, config: QuantConfig | None = None) -> QuantMode:
     for what, block in (("block_size", config.block_size), ("mlp_block_size", config.mlp_block_size)):
         if block is not None and (block < 16 or block & (block - 1)):
             raise QuantizationError(f"{what} must be a power of two, at least 16 (MatMulNBits); got {block}")
+    if config.accuracy_level not in ACCURACY_LEVELS:
+        raise QuantizationError(f"accuracy_level must be one of {', '.join(map(str, ACCURACY_LEVELS))} (MatMulNBits: "
+                                f"0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 activations), not {config.accuracy_level}")
     if config.calibration_samples < 1:
         raise QuantizationError(f"calibration_samples must be at least 1, not {config.calibration_samples}")
     return _MODES[name](config)

@@ -355,6 +355,7 @@ def test_user_text_cannot_forge_a_system_turn(builds):
     (("bench", "compare", "{tmp}/object.json", "{tmp}/object.json"), "not an edgelm bench file"),
     (("bench", "compare", "{tmp}/empty.jsonl", "{tmp}/empty.jsonl"), "holds no bench rows"),
     (("export", "{src}", "-o", "/proc/edgelm-test"), "cannot create folders in /proc"),
+    (("export", "{src}", "-o", "{tmp}/out", "--accuracy-level", "9"), "accuracy_level must be one of"),
 ])
 def test_cli_bad_input_is_one_typed_line(builds, tmp_path, args, message):
     (tmp_path / "object.json").write_text('{"a": 1}')

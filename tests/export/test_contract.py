@@ -133,11 +133,11 @@ def test_self_check_fails_a_wrong_float_export_and_writes_nothing(sources, tmp_p
     real = DecoderBuilder._maybe
     monkeypatch.setattr(DecoderBuilder, "_maybe", lambda self, role, i: None if role == "o_bias" else real(self, role, i))
     out = tmp_path / "pkg"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
+    export_model(sources("qwen2-tf5")[0], out, ExportConfig(quant="fp32", progress=False))  # an older package
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(ExportError, match="self-check failed: the fp32 package differs"):
         export_model(sources("llama-all-features")[0], out, ExportConfig(quant="fp32", progress=False, force=True))
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["pkg"]
 
 

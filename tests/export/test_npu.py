@@ -1,6 +1,7 @@
 """`--target npu-qnn`: the static graph pair, its parity in fp32, and QDQ packages that run whole on the real
 QNN HTP simulator (onnxruntime-qnn) in strict mode."""
 
+import json
 import shutil
 
 import numpy as np
@@ -11,7 +12,7 @@ from edgelm.bench.quality import TorchReference
 from edgelm.export.arch import get_arch
 from edgelm.export.npu.graph import STATIC_IO, StaticShape, build_static, rotary_table
 from edgelm.export.source import open_source
-from edgelm.manifest import Manifest, StaticGraphs
+from edgelm.manifest import Manifest, StaticGraphs, sha256_file
 from edgelm.runtime import load
 from edgelm.runtime.partition import ProviderFallback
 from edgelm.runtime.providers import resolve
@@ -192,6 +193,9 @@ def test_a_stale_context_binary_falls_back_to_compiling(builds, tmp_path):
     static = Manifest.load(package).static
     stale = package / static.context_models["decode"]
     stale.write_bytes(b"x" * stale.stat().st_size)  # unreadable, as a binary built for another SoC would be
+    data = json.loads((package / "edgelm.json").read_text())  # ... shipped in a package whose hashes are right
+    data["files"][static.context_models["decode"]]["sha256"] = sha256_file(stale)
+    (package / "edgelm.json").write_text(json.dumps(data))
     with pytest.warns(UserWarning, match="compiling decode.onnx instead"):
         model = load(package, ep="qnn")
     assert len(model.generate("Hello", max_new_tokens=3, ignore_eos=True).token_ids) == 3
