@@ -88,5 +88,8 @@ def sample(logits: np.ndarray, config: SamplingConfig, rng: np.random.Generator,
     logits = repetition_penalty(logits.astype(np.float32), previous, config.repetition_penalty)
     if config.temperature <= 0.0:
         return int(np.argmax(logits))
-    logits = top_p_filter(top_k_filter(logits / config.temperature, config.top_k), config.top_p)
+    scaled = logits.astype(np.float64) / config.temperature
+    if not np.isfinite(scaled[np.isfinite(logits)]).all():  # a temperature so small it overflows: T -> 0 is greedy
+        return int(np.argmax(logits))
+    logits = top_p_filter(top_k_filter(scaled, config.top_k), config.top_p)
     return int(rng.choice(logits.size, p=softmax(logits)))

@@ -10,6 +10,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# fuzz tests (hypothesis): the same examples on every run, so CI is reproducible; no example database
+try:
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("edgelm", derandomize=True, database=None)
+    _hypothesis_settings.load_profile("edgelm")
+except ImportError:  # only the fuzz tests need it
+    pass
+
 
 class Builds:
     """Session cache of HF folders and packages, keyed by what they are."""
