@@ -389,3 +389,36 @@ def test_absurd_source_config_numbers_are_refused_before_any_work(builds, tmp_pa
     with pytest.raises(ModelSourceError, match="num_hidden_layers = 1000000000.0"):
         export_model(src, tmp_path / "out", ExportConfig(progress=False))
     assert not (tmp_path / "out").exists()
+
+
+NUMBER_TEXT = st.one_of(st.integers(-10**12, 10**12).map(str), st.floats().map(repr),
+                        st.sampled_from(["nan", "inf", "-inf", "1e309", "", "abc", "0x10", "1_000"]))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flag=st.sampled_from(["--temperature", "--top-k", "--top-p", "--repetition-penalty", "--seed",
+                             "--max-new-tokens", "--threads"]), value=NUMBER_TEXT)
+def test_fuzz_cli_numbers_run_or_exit_2_with_one_line(builds, flag, value):
+    """Any value of any numeric flag of `run`: it generates, or exits 2 with one `edgelm: error:` line."""
+    import contextlib
+    import io
+
+    from edgelm.cli import main
+
+    import warnings
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = signal.getsignal(signal.SIGTERM), warnings.showwarning  # main() installs both for the CLI process
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(["run", str(builds.package("tiny-llama", "int4")), "--prompt", "Hi", "--max-new-tokens", "2",
+                         "--ignore-eos", f"{flag}={value}"])
+        except SystemExit as exc:  # argparse's own rejections
+            code = exc.code
+        finally:
+            signal.signal(signal.SIGTERM, saved[0])
+            warnings.showwarning = saved[1]
+    lines = err.getvalue().strip().splitlines()
+    assert code in (0, 2), err.getvalue()
+    if code == 2:
+        assert len(lines) == 1 and lines[0].startswith("edgelm: error:"), err.getvalue()
