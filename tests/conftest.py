@@ -1,4 +1,9 @@
-"""Shared fixtures: tiny synthetic models and packages built once per session, and the real SmolLM2."""
+"""Shared fixtures: tiny synthetic models and packages built once per session, and the real SmolLM2.
+
+The rule for thresholds: every bound in a test states its independent reference (PyTorch/transformers,
+onnxruntime's own kernels, exact math written in the test, a documented format re-implemented in the test)
+and the value measured against it, in the test's docstring or beside the bound; a bound more than ~2x looser
+than what was measured says why. A test earns its place by failing when the code is wrong: plant the bug once."""
 
 from __future__ import annotations
 

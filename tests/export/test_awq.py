@@ -151,3 +151,28 @@ def test_windows_are_the_corpus_in_and_out_of_the_chat_template(builds):
     texts = [tokenizer.decode(w, skip_special_tokens=False) for w in windows]
     assert texts[0].startswith("<|im_start|>") and texts[2].startswith("<|im_start|>")
     assert "<|im_start|>" not in texts[1] and "<|im_start|>" not in texts[3]
+
+
+def test_awq_search_picks_the_scales_with_the_least_output_error():
+    """The search's objective recomputed here for every alpha of the grid (alpha 0 = plain rounding): the chosen
+    scales are the minimum, and with outlier input channels (as trained models have) they beat plain rounding.
+    Measured with this seed: plain rounding's output error 3.3x the chosen one's (alpha 0.5)."""
+    from edgelm.export.native.quant import fake_quantize
+
+    rng = np.random.default_rng(0)
+    k, n, tokens = 128, 96, 256
+    x = rng.standard_normal((tokens, k)).astype(np.float32)
+    x[:, rng.choice(k, 6, replace=False)] *= 25.0  # a few large channels
+    w = (rng.standard_normal((n, k)) * 0.05).astype(np.float32)
+    mean_abs = np.abs(x).mean(0)
+    s, alpha = awq.best_scales(x, mean_abs, [w], bits=4, block_size=32, symmetric=False)
+
+    def error(scales):
+        return float((((x / scales) @ fake_quantize(w * scales, 4, 32, False).T - x @ w.T) ** 2).sum())
+
+    errors = {}
+    for a in awq.ALPHAS:
+        t = mean_abs.astype(np.float64) ** a
+        errors[a] = error((t / np.sqrt(t.max() * t.min())).astype(np.float32))
+    assert alpha == min(errors, key=errors.get) and error(s) == pytest.approx(min(errors.values()), rel=1e-5)
+    assert errors[0.0] > 2.5 * error(s), errors

@@ -171,3 +171,30 @@ def test_cli_synthetic_export_and_info(tmp_path):
     assert "MatMulNBits, 8 bits, block 32" in info and "synthetic:tiny-mistral:seed0" in info
     env = run_cli("info", check=True).stdout
     assert "CPUExecutionProvider" in env and "dml" in env
+
+
+def test_a_tokenizer_that_adds_bos_gets_it_from_the_runtime_as_transformers_does(tmp_path, builds):
+    """DeepSeek-R1-Distill and Llama 3 tokenizers add a BOS (a post-processor); the package must say so and the
+    runtime must add it, exactly as transformers' tokenizer encodes the same text."""
+    from tokenizers import Tokenizer, processors
+    from transformers import AutoTokenizer
+
+    from edgelm.runtime import load
+
+    src = tmp_path / "src"
+    shutil.copytree(builds.hf("tiny-llama"), src)
+    tok = Tokenizer.from_file(str(src / "tokenizer.json"))
+    bos = tok.token_to_id("<|endoftext|>")
+    tok.post_processor = processors.TemplateProcessing(single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", bos)])
+    tok.save(str(src / "tokenizer.json"))
+    for name in ("config.json", "generation_config.json"):
+        data = json.loads((src / name).read_text())
+        data["bos_token_id"] = bos
+        (src / name).write_text(json.dumps(data))
+    tok_config = json.loads((src / "tokenizer_config.json").read_text())
+    tok_config["bos_token"] = "<|endoftext|>"
+    (src / "tokenizer_config.json").write_text(json.dumps(tok_config))
+    manifest = export_model(src, tmp_path / "pkg", ExportConfig(quant="fp32", progress=False, check=False))
+    assert manifest.generation.add_bos and manifest.generation.bos_token_id == bos
+    text = "The capital of France is"
+    assert load(tmp_path / "pkg").encode_prompt(text) == AutoTokenizer.from_pretrained(src)(text).input_ids
