@@ -198,3 +198,17 @@ def test_a_tokenizer_that_adds_bos_gets_it_from_the_runtime_as_transformers_does
     assert manifest.generation.add_bos and manifest.generation.bos_token_id == bos
     text = "The capital of France is"
     assert load(tmp_path / "pkg").encode_prompt(text) == AutoTokenizer.from_pretrained(src)(text).input_ids
+
+
+def test_sampling_defaults_come_from_generation_config(tmp_path, builds):
+    src = tmp_path / "src"
+    shutil.copytree(builds.hf("tiny-llama"), src)
+    gen = json.loads((src / "generation_config.json").read_text())
+    gen.update(do_sample=True, temperature=0.6, top_k=20, top_p=0.95, repetition_penalty=1.1)
+    (src / "generation_config.json").write_text(json.dumps(gen))
+    g = export_model(src, tmp_path / "pkg", ExportConfig(quant="fp32", progress=False, check=False)).generation
+    assert (g.temperature, g.top_k, g.top_p, g.repetition_penalty) == (0.6, 20, 0.95, 1.1)
+    gen["do_sample"] = False  # greedy: the sampling knobs do not apply, the penalty still does
+    (src / "generation_config.json").write_text(json.dumps(gen))
+    g = export_model(src, tmp_path / "pkg2", ExportConfig(quant="fp32", progress=False, check=False)).generation
+    assert (g.temperature, g.top_k, g.top_p, g.repetition_penalty) == (0.0, 0, 1.0, 1.1)

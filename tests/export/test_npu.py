@@ -199,3 +199,17 @@ def test_a_stale_context_binary_falls_back_to_compiling(builds, tmp_path):
     with pytest.warns(UserWarning, match="compiling decode.onnx instead"):
         model = load(package, ep="qnn")
     assert len(model.generate("Hello", max_new_tokens=3, ignore_eos=True).token_ids) == 3
+
+
+def test_the_last_context_slot_is_used_and_the_next_token_is_refused(builds, torch_ref, tmp_path):
+    """Fill the static cache to its last slot one token at a time: the logits at the last position still match
+    PyTorch (the mask and cache index at CTX - 1), and one token more is a GenerationError."""
+    decoder = _fp32_pair(builds.hf("tiny-llama"), tmp_path, context=32, chunk=8)
+    ids = list(range(5, 37))  # exactly the context
+    rows = [decoder.forward(ids[:24], last_only=False)]
+    rows += [decoder.forward([t], last_only=False) for t in ids[24:]]
+    got = np.concatenate(rows)
+    assert decoder.length == 32
+    assert np.abs(got - torch_ref("tiny-llama").logits(ids)).max() < 1e-3
+    with pytest.raises(GenerationError, match="exceeds the NPU package's context of 32"):
+        decoder.forward([5])
