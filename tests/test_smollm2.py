@@ -11,6 +11,8 @@ over 128 positions moves by a few hundredths between formats; the KL divergence 
 them better.
 """
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -135,3 +137,18 @@ def test_packages_carry_their_self_check_and_info_prints_it(builds):
     assert int4.positions > 300 and int4.tolerance is None and "transformers" in int4.reference
     out = run_cli("info", builds.package("smollm2", "int4"), check=True).stdout
     assert f"self-check   pass: top-1 {int4.top1:.3f}, KL {int4.kl:.3g}" in out
+
+
+def test_exporting_the_gguf_file_directly_gives_the_hf_folder_package(builds, tmp_path):
+    """`edgelm export model.gguf`: converted in a marked temporary folder, then the same export as from the
+    converted HF folder (byte-identical graph data), and the temporary model is gone afterwards."""
+    import tempfile
+
+    from edgelm.export.gguf import smollm2_gguf
+
+    before = set(Path(tempfile.gettempdir()).glob("edgelm-gguf-*"))
+    run_cli("export", smollm2_gguf(), "-o", tmp_path / "pkg", "-q", check=True)
+    assert (tmp_path / "pkg" / "model.onnx.data").read_bytes() == \
+        (builds.package("smollm2", "int4") / "model.onnx.data").read_bytes()
+    assert Manifest.load(tmp_path / "pkg").source["model"].endswith(".gguf")
+    assert set(Path(tempfile.gettempdir()).glob("edgelm-gguf-*")) == before

@@ -213,3 +213,24 @@ def test_the_last_context_slot_is_used_and_the_next_token_is_refused(builds, tor
     assert np.abs(got - torch_ref("tiny-llama").logits(ids)).max() < 1e-3
     with pytest.raises(GenerationError, match="exceeds the NPU package's context of 32"):
         decoder.forward([5])
+
+
+def test_npu_flags_per_tensor_int4_weights_and_no_compile_reach_the_package(builds, tmp_path):
+    """--per-tensor, --qdq-weights int4 (with --per-tensor: per-channel weights must be signed 8/4-bit ints, so
+    int4 per tensor is the odd combination), --no-compile: each shows in the package, which still runs."""
+    import onnx
+
+    out = tmp_path / "pkg"
+    run_cli("export", builds.hf("tiny-qwen2"), "-o", out, "--target", "npu-qnn", "--context", "64", "--chunk", "16",
+            "--per-tensor", "--qdq-weights", "int4", "--no-compile", "--no-check", "-q", check=True)
+    m = Manifest.load(out)
+    assert m.static.context_models == {} and not list(out.glob("*_ctx.onnx"))  # nothing compiled at export
+    assert m.quantization.bits == 4 and m.quantization.method == "QDQ a16w4, per-tensor linear weights"
+    graph = onnx.load(str(out / "decode.onnx"), load_external_data=False).graph
+    weight_dq = [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0].endswith("weight_quantized")]
+    inits = {t.name: t for t in graph.initializer}
+    assert weight_dq and all(inits[n.input[1]].dims in ([], [1]) for n in weight_dq if n.input[1] in inits)  # per tensor
+    linear = [n for n in weight_dq if "_proj" in n.input[0] or "lm_head" in n.input[0]]  # norms, the gather table: 8-bit
+    assert linear and {inits[n.input[0]].data_type for n in linear} == {onnx.TensorProto.INT4}
+    model = load(out)  # CPU EP
+    assert len(model.generate("Hello", max_new_tokens=4, ignore_eos=True).token_ids) == 4
