@@ -2,9 +2,10 @@
 exact in float, and on the trained SmolLM2 it brings int4 closer to float than plain rounding.
 
 Measured on this machine (SmolLM2-135M, teacher-forced over the four chat prompts below + 32 greedy
-tokens each, against the fp32 package): mean KL divergence of the next-token distribution 0.284 for
-the default int4 (awq, zero points, block 32 with the MLP at 128) vs 0.544 for plain rounding at block 32
-without zero points (onnxruntime-genai's builder default). The bound asks awq to stay clearly ahead.
+tokens each, against the fp32 package): mean KL divergence of the next-token distribution 0.281 for
+the default int4 (awq, zero points, block 32 with the MLP at 128) vs 0.479 for plain rounding at the same
+settings (0.59x; earlier, against plain rounding at block 32 without zero points, genai's builder default:
+0.284 vs 0.544). The bound (0.75x) asks awq to stay clearly ahead of its own settings without the scaling.
 """
 
 from __future__ import annotations
@@ -93,14 +94,16 @@ def test_int4_awq_is_closer_to_float_than_plain_rounding(builds, tmp_path):
 
     fp32 = load(builds.package("smollm2", "fp32"))
     default = load(builds.package("smollm2", "int4"))
-    plain_path = tmp_path / "rtn-b32-sym"
-    plain_cfg = QuantConfig(block_size=32, symmetric=True, calibration="none")
+    plain_path = tmp_path / "rtn-same-settings"
+    plain_cfg = QuantConfig(calibration="none")  # identical settings but the scaling: only awq's gain is measured
     export_model(builds.smollm2_hf(), plain_path, ExportConfig(quant="int4", quant_config=plain_cfg, progress=False))
     plain = load(plain_path)
     assert default.manifest.quantization.calibration.startswith("awq")
     q = default.manifest.quantization
     assert (q.block_size, q.mlp_block_size, q.symmetric) == (32, 128, False)
     assert plain.manifest.quantization.calibration is None
+    p = plain.manifest.quantization
+    assert (p.block_size, p.mlp_block_size, p.symmetric, p.accuracy_level) == (32, 128, False, q.accuracy_level)
     kl = {"awq": [], "plain": []}
     for text in PROMPTS:
         ids = fp32.encode_prompt(text, chat=True)
@@ -112,9 +115,9 @@ def test_int4_awq_is_closer_to_float_than_plain_rounding(builds, tmp_path):
             got = log_softmax(model.decoder.forward(seq, last_only=False))
             kl[name].append((np.exp(ref) * (ref - got)).sum(-1)[len(ids) - 1:])
     mean = {k: float(np.concatenate(v).mean()) for k, v in kl.items()}
-    print(f"smollm2 int4 mean KL vs fp32: awq (block 32, MLP 128, zero points) {mean['awq']:.3f}, "
-          f"plain block 32 symmetric {mean['plain']:.3f}")
-    assert mean["awq"] < 0.8 * mean["plain"]
+    print(f"smollm2 int4 mean KL vs fp32 (block 32, MLP 128, zero points): awq {mean['awq']:.3f}, "
+          f"plain rounding {mean['plain']:.3f}")
+    assert mean["awq"] < 0.75 * mean["plain"]
 
 
 def test_calibration_options_are_checked(builds, tmp_path):
