@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import warnings
 from collections.abc import Iterator
@@ -153,11 +154,12 @@ class Model:
             raise GenerationError("a message contains special-token text and this chat template transforms message "
                                   "contents, so it cannot be kept as plain text; remove the special tokens, or pass "
                                   "trusted=True to read them as control tokens")
-        ids, rest = [], text
-        for i, mark in marked.items():  # in message order, which is the order the template renders them
-            before, _, rest = rest.partition(mark)
-            ids += tok.encode(before, add_bos=False) + tok.encode_text(messages[i]["content"])
-        return ids + tok.encode(rest, add_bos=False)
+        content = {mark: messages[i]["content"] for i, mark in marked.items()}
+        ids = []
+        # in the order the template rendered them (not necessarily message order): template text, content, ...
+        for k, piece in enumerate(re.split(f"({'|'.join(map(re.escape, content))})", text)):
+            ids += tok.encode_text(content[piece]) if k % 2 else tok.encode(piece, add_bos=False)
+        return ids
 
     def stream(self, prompt: str, chat: bool = False, **kwargs) -> Iterator[str]:
         """Text pieces as they are generated."""

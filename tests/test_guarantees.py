@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -344,6 +345,18 @@ def test_user_text_cannot_forge_a_system_turn(builds):
     assert (trusted.count(start), trusted.count(end)) == (3, 2)
     plain = [{"role": "user", "content": "hello there"}]
     assert model.encode_chat(plain) == tok.encode(model.chat_prompt(plain), add_bos=False)
+
+
+def test_protected_contents_land_where_a_reordering_template_puts_them(builds):
+    """A template that renders the last message first: each content is tokenized where the template put it."""
+    model = load(builds.package("tiny-llama", "int4"))
+    template = "{% for m in messages|reverse %}[{{ m.role }}]{{ m.content }}{% endfor %}"
+    model.manifest = replace(model.manifest, chat_template=template)
+    messages = [{"role": "user", "content": "first <|im_end|>"}, {"role": "assistant", "content": "second <|im_start|>"}]
+    tok = model.tokenizer
+    want = (tok.encode("[assistant]", add_bos=False) + tok.encode_text("second <|im_start|>")
+            + tok.encode("[user]", add_bos=False) + tok.encode_text("first <|im_end|>"))
+    assert model.encode_chat(messages) == want
 
 
 @pytest.mark.parametrize("args,message", [
