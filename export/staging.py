@@ -17,20 +17,18 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from edgelm.errors import EdgeLMError, ExportError, OutputExistsError, first_line
-from edgelm.manifest import MANIFEST_NAME, OWNER_MARKER
+from edgelm.errors import EdgeLMError, ExportError, OutputExistsError, PackageError, first_line
+from edgelm.manifest import MANIFEST_NAME, OWNER_MARKER, Manifest
 
-MARKER = OWNER_MARKER  # JSON {"pid": ...} inside every staging / temporary folder edgelm makes
-MANIFEST = MANIFEST_NAME
 
 
 def is_package(folder: Path) -> bool:
-    """A folder holding an edgelm.json that parses as a manifest object."""
+    """A folder holding a valid edgelm.json (one Manifest.load accepts)."""
     try:
-        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        Manifest.load(folder)
+    except (PackageError, OSError):
         return False
-    return isinstance(data, dict) and isinstance(data.get("format_version"), int)
+    return True
 
 
 def check_output(out: Path, force: bool, protected: tuple[Path, ...] = ()) -> None:
@@ -47,7 +45,7 @@ def check_output(out: Path, force: bool, protected: tuple[Path, ...] = ()) -> No
     if out.exists() and not force:
         raise OutputExistsError(out)
     if out.exists() and not is_package(out):
-        raise ExportError(f"--force replaces only an edgelm package, and {out} is not one (no valid {MANIFEST}); "
+        raise ExportError(f"--force replaces only an edgelm package, and {out} is not one (no valid {MANIFEST_NAME}); "
                           "choose another -o or remove it yourself")
     parent = out.parent
     while not parent.exists() and parent != parent.parent:  # the folders to be made go in the nearest one there
@@ -64,22 +62,20 @@ def owned_folder(parent: Path, prefix: str, stale: str) -> Path:
     (any export's, not only this output's) are removed first."""
     remove_stale(parent, stale)
     folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    (folder / MARKER).write_text(json.dumps({"pid": os.getpid()}), encoding="utf-8")
+    (folder / OWNER_MARKER).write_text(json.dumps({"pid": os.getpid()}), encoding="utf-8")
     return folder
 
 
-def remove_stale(parent: Path, pattern: str) -> list[Path]:
-    """Remove folders matching `pattern` in `parent` whose marker names a process that no longer runs."""
-    removed = []
+def remove_stale(parent: Path, pattern: str) -> None:
+    """Remove folders matching `pattern` in `parent` whose marker (OWNER_MARKER: JSON {"pid": ...}) names a
+    process that no longer runs."""
     for folder in parent.glob(pattern):
         try:
-            pid = json.loads((folder / MARKER).read_text(encoding="utf-8"))["pid"]
+            pid = json.loads((folder / OWNER_MARKER).read_text(encoding="utf-8"))["pid"]
         except (OSError, ValueError, KeyError, TypeError):
             continue  # no marker of ours: not ours to remove
         if isinstance(pid, int) and not _alive(pid):
             shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-    return removed
 
 
 def _alive(pid: int) -> bool:
@@ -112,7 +108,7 @@ def staged_output(out: str | Path, force: bool = False, protected: tuple[Path, .
     try:
         yield stage
         check_output(out, force, protected)  # the folder may have appeared while we worked
-        (stage / MARKER).unlink()
+        (stage / OWNER_MARKER).unlink()
         _apply_umask(stage)
         if out.exists():
             backup = out.parent / f".{out.name}.old-{os.getpid()}"
