@@ -20,6 +20,7 @@ import numpy as np
 from edgelm.data import CORPUS
 from edgelm.errors import BenchError
 from edgelm.manifest import MANIFEST_NAME
+from edgelm.runtime.sampling import log_softmax
 
 PROMPTS = (
     "The capital of France is",
@@ -45,12 +46,6 @@ class Quality:
     reference: str | None = None
     kl: float | None = None  # mean KL(reference || package) over the perplexity text
     text_top1: float | None = None  # top-1 agreement with the reference over the perplexity text
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64)
-    z -= z.max(-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(-1, keepdims=True))
 
 
 def windows(model, text: str | None = None, window: int = 256) -> list[list[int]]:

@@ -25,6 +25,7 @@ import numpy as np
 from edgelm.data import CORPUS
 from edgelm.errors import ExportError
 from edgelm.manifest import Manifest, QualityCheck
+from edgelm.runtime.sampling import log_softmax
 
 # max |logit diff| allowed: absolute + relative to the reference's largest |logit| (measured, README:
 # "How edgelm knows an export is right")
@@ -95,11 +96,6 @@ def release_memory() -> None:
         pass
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    z = x.astype(np.float64) - x.max(-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(-1, keepdims=True))
-
-
 def measure(sequences, got: list[np.ndarray], want: list[np.ndarray], starts: list[int], tolerance: float | None):
     """(max |diff|, mean KL, top-1, greedy agreed, greedy total, positions) of package logits `got` against
     reference logits `want`; the greedy sequences are the last len(starts)."""
@@ -108,7 +104,7 @@ def measure(sequences, got: list[np.ndarray], want: list[np.ndarray], starts: li
         if g.shape != w.shape:
             raise ExportError(f"self-check: the package's logits have shape {g.shape}, its source's {w.shape}")
         diff = max(diff, float(np.abs(g - w).max()))
-        lw, lg = _log_softmax(w), _log_softmax(g)
+        lw, lg = log_softmax(w), log_softmax(g)
         kl.append((np.exp(lw) * (lw - lg)).sum(-1))
         top.append(w.argmax(-1) == g.argmax(-1))
         positions += len(g)

@@ -83,6 +83,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """log softmax over the last axis, in float64 (KL divergence and perplexity read it)."""
+    z = logits.astype(np.float64)
+    z -= z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
 def sample(logits: np.ndarray, config: SamplingConfig, rng: np.random.Generator, previous: np.ndarray) -> int:
     """Pick the next token id from one position's logits."""
     logits = repetition_penalty(logits.astype(np.float32), previous, config.repetition_penalty)
