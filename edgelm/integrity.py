@@ -20,7 +20,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from edgelm.errors import PackageError
+from edgelm.errors import PackageError, UsageError
 
 if TYPE_CHECKING:
     from edgelm.manifest import Manifest
@@ -56,6 +56,8 @@ def verify(m: Manifest, folder: str | Path, hashes: bool | str = True) -> None:
     `hashes`: True (hash, reusing stamps of unchanged files), "full" (hash everything), False (sizes only)."""
     from edgelm.manifest import NOT_CONTENT, sha256_file
 
+    if not (hashes is True or hashes is False or hashes == "full"):
+        raise UsageError(f"verify must be True, False or 'full', not {hashes!r}")
     folder = Path(folder)
     for field, name in referenced_files(m).items():
         confined(folder, name, field)

@@ -140,6 +140,8 @@ def test_a_verified_package_is_hashed_once_until_it_changes(builds, tmp_path, mo
     calls.clear()
     load(pkg, verify="full")
     assert len(calls) == len(Manifest.load(pkg).files)
+    with pytest.raises(EdgeLMError, match="verify must be True, False or 'full'"):
+        load(pkg, verify="fast")  # not silently some other mode
 
 
 # -- 8, 9. bad numbers and odd input: typed errors ----------------------------------------------------

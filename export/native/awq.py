@@ -92,7 +92,6 @@ class CalibrationForward:
         for window in {arch.layer_window(i) for i in range(arch.num_layers)}:
             visible = allowed & (pos[None, :] > pos[:, None] - window) if window else allowed
             self.masks[window] = np.where(visible, 0.0, -np.inf).astype(np.float32)
-        self.layer_index = 0
         self.act = ACTIVATIONS[arch.activation].numpy
 
     def _norm(self, x: np.ndarray, gain: np.ndarray) -> np.ndarray:
@@ -104,8 +103,8 @@ class CalibrationForward:
         x1, x2 = x[..., :half], x[..., half:]
         return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
 
-    def layer(self, w: dict[str, np.ndarray | None]) -> dict[str, np.ndarray]:
-        """Advance the hidden states through one layer of float weights `w` (by role); return each group's
+    def layer(self, w: dict[str, np.ndarray | None], index: int) -> dict[str, np.ndarray]:
+        """Advance the hidden states through layer `index` of float weights `w` (by role); return each group's
         input activations, (tokens, channels)."""
         a, h = self.arch, self.h
         nw, length, _ = h.shape
@@ -117,8 +116,7 @@ class CalibrationForward:
         v = v.reshape(nw, length, kv, hd).transpose(0, 2, 1, 3)
         group = nh // kv
         q = q.reshape(nw, kv, group * length, hd)  # the query heads sharing one kv head, stacked
-        mask = self.masks[a.layer_window(self.layer_index)]
-        self.layer_index += 1
+        mask = self.masks[a.layer_window(index)]
         scores = (q @ k.transpose(0, 1, 3, 2) * float(hd) ** -0.5).reshape(nw, kv, group, length, length) + mask
         scores = np.exp(scores - scores.max(-1, keepdims=True))
         probs = (scores / scores.sum(-1, keepdims=True)).reshape(nw, kv, group * length, length)
@@ -171,7 +169,7 @@ class AwqReader:
         if self.forward is None:  # a builder that asked for a layer before the embedding
             self.forward = CalibrationForward(a, self.reader.get(a.tensor("embed")), self.windows)
         w = {role: self.reader.get(a.tensor(role, layer)) if a.uses(role) else None for role in LAYER_ROLES}
-        acts = self.forward.layer(w)
+        acts = self.forward.layer(w, layer)
         scaled = {role: w[role] for role in LAYER_ROLES}
         for group in GROUPS:
             x = acts[group.name]

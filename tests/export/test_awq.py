@@ -51,7 +51,7 @@ def test_calibration_forward_matches_torch(builds, preset):
         hidden = model(torch.tensor(windows), output_hidden_states=True).hidden_states
     for layer in range(arch.num_layers - 1):  # the last entry of hidden_states is after the final norm
         forward.layer({role: reader.get(arch.tensor(role, layer)) if arch.uses(role) else None
-                       for role in awq.LAYER_ROLES})
+                       for role in awq.LAYER_ROLES}, layer)
         want = hidden[layer + 1].numpy()
         assert np.abs(forward.h - want).max() < 1e-4 * max(1.0, np.abs(want).max())
 
