@@ -36,6 +36,7 @@ def _cmd_export(args) -> int:
                              weights="qdq_weights"),
                     **(_given(args, calibration_samples="calibration_samples") if npu_target else {}),
                     **({"compile": False} if args.no_compile else {}),
+                    **({"keep_qdq": True} if args.keep_qdq else {}),
                     **({"per_channel": False} if args.per_tensor else {}))
     if args.target == "npu-qnn" and args.quant:
         raise UsageError("--quant is for the cpu target; npu-qnn packages are QDQ (see --activations/--qdq-weights)")
@@ -300,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="one scale per weight tensor instead of per output channel (less accurate)")
     npu.add_argument("--no-compile", action="store_true",
                      help="do not compile the QNN EP-context binaries at export (they compile on first load)")
+    npu.add_argument("--keep-qdq", action="store_true",
+                     help="ship the QDQ graphs beside the compiled context binary (a second copy of the weights): "
+                     "the package then also runs on other providers and recompiles where the binary does not load")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("--no-check", action="store_true",
                    help="skip the self-check (the package run against its source model in transformers before it "

@@ -31,8 +31,10 @@ def referenced_files(m: Manifest) -> dict[str, str]:
     refs = {"model_file": m.model_file, "tokenizer_file": m.tokenizer_file}
     if m.static is not None:
         s = m.static
-        refs.update({"static.prefill_file": s.prefill_file, "static.decode_file": s.decode_file,
-                     "static.rotary_file": s.rotary_file})
+        if s.portable:
+            refs.update({"static.prefill_file": s.prefill_file, "static.decode_file": s.decode_file})
+        refs.update({"static.rotary_file": s.rotary_file, "static.embedding_file": s.embedding_file,
+                     "static.embedding_scales_file": s.embedding_scales_file})
         refs.update({f"static.context_models.{role}": name for role, name in s.context_models.items()})
     return refs
 

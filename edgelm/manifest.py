@@ -70,8 +70,8 @@ class KVCache:
 
 @dataclass(frozen=True)
 class StaticGraphs:
-    """A fixed-shape graph pair for NPUs (kv_cache.mode "static"): `prefill_file` takes `chunk` tokens,
-    `decode_file` one. Both attend over `context` positions: the first context - N cache slots, fed as
+    """Fixed-shape graphs for NPUs (kv_cache.mode "static"): `prefill_file` takes `chunk` tokens,
+    `decode_file` `decode_tokens` (edgelm exports one graph serving both). They attend over `context` positions: the first context - N cache slots, fed as
     past (batch, kv_heads, context - N, head_dim), then the N new tokens, whose keys/values are the
     graphs' `present` outputs (batch, kv_heads, N, head_dim) that the runtime writes into its cache.
     `cos`/`sin` (1, N, head_dim) are rows of `rotary_file` (a .npy of (2, context, head_dim): cos, sin with
@@ -86,11 +86,23 @@ class StaticGraphs:
     sin: str = "sin"
     mask: str = "attention_bias"
     mask_value: float = -100.0
+    # N of the decode graph: 1 for a separate one-token graph; `chunk` when one graph (prefill_file ==
+    # decode_file) serves both, a decode step then being a run with one real token. A graph of N tokens
+    # needs `context - N` past slots, so the longest sequence is context - decode_tokens + 1 tokens
+    decode_tokens: int = 1
+    # the graphs take embeddings, not ids: the runtime feeds `embeds` (1, N, hidden) = rows of
+    # `embedding_file` (int8 (vocab, hidden)) times `embedding_scales_file` (float32 (vocab,)), one scale a row
+    embeds: str = "inputs_embeds"
+    embedding_file: str = "embeddings.npy"
+    embedding_scales_file: str = "embedding_scales.npy"
     # role -> EP-context model compiled at export for the target's provider (QNN): loading it skips the
     # graph compilation; it is only valid for the provider and device it was compiled for
     context_models: dict[str, str] = field(default_factory=dict)
     context_provider: str = "qnn"
     compiled_nodes: dict[str, int] = field(default_factory=dict)  # role -> graph nodes on that provider at export
+    # the QDQ graphs (prefill_file, decode_file and their weights) ship in the package: they run on other
+    # providers (CPU) and recompile where the context binary does not load. False: only the context models
+    portable: bool = True
 
 
 @dataclass(frozen=True)
@@ -267,7 +279,8 @@ def _BOUNDS(m: Manifest) -> list[tuple[str, Any, Any]]:
     ]
     if m.static is not None:
         rows += [("static.context", m.static.context, _between(1, 1 << 20)),
-                 ("static.chunk", m.static.chunk, _between(1, m.static.context))]
+                 ("static.chunk", m.static.chunk, _between(1, m.static.context)),
+                 ("static.decode_tokens", m.static.decode_tokens, _between(1, m.static.context))]
     return rows
 
 

@@ -22,7 +22,7 @@ class NpuConfig:
     """Knobs of `--target npu-qnn`: the static graph pair and its QDQ quantization."""
 
     context: int = 512  # positions the graphs attend over (prompt + generated), fixed at export
-    chunk: int = 64  # prompt tokens per prefill run
+    chunk: int = 32  # tokens per run of the one graph (a decode step is one real token, padded to the chunk)
     activations: str = "uint16"  # QDQ activation type (a16)
     weights: str = "int8"  # QDQ type of the linears' weights (w8); int4 halves them
     per_channel: bool = True  # one scale per output channel (the HTP takes them on MatMul), else per tensor
@@ -31,6 +31,9 @@ class NpuConfig:
     widen: float = 1.2  # activation ranges widened by this factor (not the mask, cos/sin, [0,1], K/V tensors)
     smooth_keys: float = 1.0  # flatten K's channel ranges (exponent; 0 = off): the HTP reads K at 8 bits
     compile: bool = True  # compile the QNN EP-context binaries at export when onnxruntime-qnn is present
+    # keep the QDQ graphs (a second copy of the weights) beside the compiled context binary: the package then
+    # also runs on other providers and recompiles where the binary does not load (another SoC or QNN version)
+    keep_qdq: bool = False
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 from edgelm.errors import ExportError
@@ -19,7 +20,7 @@ from edgelm.export.quantize import QuantMode, get_mode
 from edgelm.export.source import open_source
 from edgelm.export.native.weights import SafetensorsReader
 from edgelm.export.staging import check_output, staged_output, temporary_folder
-from edgelm.manifest import Manifest
+from edgelm.manifest import Manifest, file_entries
 
 BACKENDS = ("auto", "native", "optimum")
 TARGETS = ("cpu", "npu-qnn")  # cpu: one dynamic-shape graph (any CPU/GPU provider) | npu-qnn: static QDQ pair
@@ -149,7 +150,7 @@ def _export_native(source, out: Path, config: ExportConfig, mode: QuantMode, lab
 
 def _export_npu(source, out: Path, config: ExportConfig, label: str) -> Manifest:
     from edgelm.export.npu.graph import STATIC_IO
-    from edgelm.export.npu.pipeline import export_npu_qnn
+    from edgelm.export.npu.pipeline import drop_qdq, export_npu_qnn
 
     declined = native_declines(source, get_mode("fp32"))
     if declined:
@@ -160,7 +161,12 @@ def _export_npu(source, out: Path, config: ExportConfig, label: str) -> Manifest
         copy_support_files(source, stage)
         manifest = write_manifest(stage, source, STATIC_IO, quant, "native", label, kv_mode="static",
                                   target=config.target, static=static)
-        return _checked(stage, source, manifest, config)
+        manifest = _checked(stage, source, manifest, config)
+        if static.context_models and not config.npu.keep_qdq:  # checked on the CPU above, then dropped
+            manifest = drop_qdq(stage, manifest)
+            manifest = replace(manifest, files=file_entries(stage))
+            manifest.write(stage)
+        return manifest
 
 
 def _checked(stage: Path, source, manifest: Manifest, config: ExportConfig) -> Manifest:

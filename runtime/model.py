@@ -57,12 +57,14 @@ class Model:
         self.provider = choose_auto(self.manifest.quantization.mode) if ep == "auto" else resolve(ep)
         if strict is None:  # NPU packages are made to run whole on their provider: a fallback is an error
             strict = self.manifest.target != "cpu" and self.provider.spec.name != "cpu"
-        self.sessions = {
-            role: self._session(role, name, threads, strict, provider_options, context_cache)
-            for role, name in self.manifest.graph_files().items()
-        }
+        opened: dict[str, object] = {}  # one session per graph file (an NPU package's one graph serves both roles)
+        self.sessions = {}
+        for role, name in self.manifest.graph_files().items():
+            if name not in opened:
+                opened[name] = self._session(role, name, threads, strict, provider_options, context_cache)
+            self.sessions[role] = opened[name]
         self.session = next(iter(self.sessions.values()))
-        self.partition = merged([partition_of(s, self.provider.spec.ort_name) for s in self.sessions.values()])
+        self.partition = merged([partition_of(s, self.provider.spec.ort_name) for s in opened.values()])
         if self.partition.fallback:  # never silent: the caller asked for this provider
             p = self.partition
             warnings.warn(ProviderFallbackWarning(
@@ -78,13 +80,21 @@ class Model:
 
     def _session(self, role: str, name: str, threads, strict: bool, provider_options, context_cache):
         """The session for one graph; a context model compiled at export for this provider is used if present."""
-        static = self.manifest.static
-        compiled = static.context_models.get(role) if static and static.context_provider == self.provider.spec.name else None
+        static, spec = self.manifest.static, self.provider.spec
+        compiled = static.context_models.get(role) if static and static.context_provider == spec.name else None
         if compiled and (self.path / compiled).is_file():
             try:
                 return create_session(self.path / compiled, self.provider, threads, strict, provider_options)
             except PackageError as exc:  # e.g. compiled for another SoC or QNN version: compile the graph
+                if not static.portable:
+                    raise PackageError(f"{compiled} does not load here ({exc}), and this package ships only its "
+                                       f"{static.context_provider} context binary; re-export it here (edgelm export "
+                                       "--target npu-qnn), or with --keep-qdq for a package that can recompile") from None
                 warnings.warn(f"{compiled} does not load here ({exc}); compiling {name} instead", stacklevel=3)
+        if static is not None and not static.portable:
+            raise PackageError(f"this NPU package ships only its {static.context_provider} context binary (no QDQ "
+                               f"graphs), so it runs on --ep {static.context_provider} only, not {spec.name}; "
+                               "re-export with --keep-qdq for a package that also runs on other providers")
         if context_cache is not None:  # one cache per graph: a re-exported package never meets a stale one
             entry = self.manifest.files.get(name)
             context_cache = Path(context_cache) / (entry.sha256[:16] if entry else "unhashed")

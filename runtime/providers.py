@@ -33,6 +33,10 @@ class ProviderSpec:
     session_config: dict[str, str] = field(default_factory=dict)  # add_session_config_entry
     # EP-context cache: session config entries that compile once and reuse the binary (issue 6 uses it)
     context_cache: dict[str, str] = field(default_factory=dict)
+    # provider options under which a session that may fall back partitions as a strict one would: used to
+    # name the nodes a strict load refused (QNN hands graph-input Q and graph-output DQ nodes to the CPU
+    # unless fallback is off; counting those would blame them for any compile failure)
+    strict_partition: dict[str, str] = field(default_factory=dict)
     accepts: tuple[str, ...] = ("fp32", "fp16", "int8", "int4")  # package quantization modes it runs
     simulated_on: tuple[str, ...] = ()  # machines where the device is a simulator: auto skips it there
     notes: str = ""
@@ -60,6 +64,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
             # devices, QNN needs the session entry ep.qnnexecutionprovider.backend_type=htp.
             provider_options={"backend_type": "htp", "htp_performance_mode": "burst"},
             context_cache={"ep.context_enable": "1", "ep.context_embed_mode": "0"},
+            strict_partition={"offload_graph_io_quantization": "0"},
             accepts=("qdq",), simulated_on=("x86_64", "AMD64"),
             notes="HTP backend; on x86-64 the HTP is a simulator. Wants static shapes and QDQ graphs.",
         ),

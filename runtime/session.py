@@ -95,7 +95,8 @@ def create_session(
         if strict and spec.name != "cpu":
             # Find out which nodes the provider refuses: partition without the strict flag, then name them.
             try:
-                report = partition_of(_open(model_path, provider, threads, False, options, {}), spec.ort_name)
+                loose = _open(model_path, provider, threads, False, {**options, **spec.strict_partition}, {})
+                report = partition_of(loose, spec.ort_name)
             except Exception:
                 report = None
             if report is not None and report.fallback:

@@ -1,16 +1,21 @@
-"""The "static" KV-cache mode: a fixed-shape graph pair (NPU packages) driven with a cache the runtime holds.
+"""The "static" KV-cache mode: fixed-shape graphs (NPU packages) driven with a cache the runtime holds.
 
-The package has a `prefill` graph taking `chunk` tokens and a `decode` graph taking one; both attend over
-`context` positions: the first `context - N` cache slots (fed as past) and the N new tokens. They return
-logits and only the new positions' keys/values, which this class writes into its cache.
+A `prefill` graph takes `chunk` tokens, a `decode` graph `decode_tokens`; both attend over `context`
+positions: the first `context - N` cache slots (fed as past) and the N new tokens. They return logits and
+only the new positions' keys/values, which this class writes into its cache. edgelm's NPU packages have
+one graph serving both roles (decode_tokens == chunk: a decode step is a run with one real token, padded);
+packages with a separate one-token decode graph run the same way.
 
     prompt ─ chunks of `chunk` (last one padded) ─> prefill ─┐
                                                               ├─> cache[:, :, pos:pos+n] = present
     each new token ─────────────────────────────> decode ────┘
 
-A chunk runs on the prefill graph while it fits (pos + chunk <= context); what is left goes one token at
-a time through the decode graph, so every position up to `context` is usable. Each graph has its own
-cache buffer shaped as its past input, fed as is; new keys/values are written into both.
+The graphs take embeddings: each run's token ids are looked up in the package's int8 table (one scale a
+row) here, on the CPU.
+
+A chunk runs on the prefill graph while its past fits (pos + chunk <= context); what is left goes one
+token at a time through the decode graph, up to context - decode_tokens + 1 tokens in all. Each graph
+shape has its own cache buffer, shaped as its past input and fed as is; new keys/values go into each.
 """
 
 from __future__ import annotations
@@ -30,17 +35,21 @@ class StaticDecoder:
             raise PackageError("this package has no static graph pair; re-export it with --target npu-qnn")
         self.manifest, self.static = manifest, static
         self.prefill, self.decode = sessions["prefill"], sessions["decode"]
-        self.context_length = static.context
-        try:
-            self.rotary = np.load(Path(folder) / static.rotary_file)  # (2, context, hd): cos, signed sin
-        except (OSError, ValueError) as exc:
-            raise PackageError(f"cannot read {static.rotary_file} from {folder} ({exc}); re-export the package") from None
+        self.decode_tokens = static.decode_tokens
+        self.context_length = static.context - static.decode_tokens + 1  # the last run needs context - N past slots
+        self.rotary = _array(folder, static.rotary_file, np.float32, 3)  # (2, context, hd): cos, signed sin
+        # (vocab, hidden): int8 (float32 in the fp32 parity tests of the graphs)
+        self.embed_rows = _array(folder, static.embedding_file, (np.int8, np.float32), 2, mmap=True)
+        self.embed_scales = _array(folder, static.embedding_scales_file, np.float32, 1)  # (vocab,)
+        if self.embed_scales.shape[0] != self.embed_rows.shape[0]:
+            raise PackageError(f"{static.embedding_file} and {static.embedding_scales_file} disagree on the "
+                               "vocabulary size; re-export the package")
         # One cache per graph, each exactly its graph's past input (batch, kv_heads, context - N, head_dim),
         # so a run feeds the arrays as they are (no per-step copy); new rows are written into both.
         self.cache = {
             n: [np.zeros((1, kv.num_kv_heads, static.context - n, kv.head_dim), dtype=np.float32)
                 for _ in range(2 * kv.num_layers)]
-            for n in (static.chunk, 1)
+            for n in {static.chunk, static.decode_tokens}
         }
         io = manifest.io
         self._past = [n for layer in range(kv.num_layers) for n in io.past_names(layer)]
@@ -64,23 +73,25 @@ class StaticDecoder:
         while start < len(ids):
             left = len(ids) - start
             chunk = self.static.chunk
-            if left > 1 and self.length + chunk <= self.context_length:
-                logits = self._run(self.prefill, ids[start:start + chunk], chunk)
+            if left > 1 and self.length + chunk <= self.static.context:
+                logits = self._run("prefill", ids[start:start + chunk], chunk)
                 take = min(chunk, left)
             else:
-                logits, take = self._run(self.decode, ids[start:start + 1], 1), 1
+                logits, take = self._run("decode", ids[start:start + 1], self.decode_tokens), 1
             rows.append(logits[:take])
             start += take
             self.length += take
         out = np.concatenate(rows) if len(rows) > 1 else rows[0]
         return out[-1] if last_only else out
 
-    def _run(self, session, ids: np.ndarray, n: int) -> np.ndarray:
-        """One run of a graph taking `n` tokens (ids padded to n); writes the real tokens' K/V to the caches."""
+    def _run(self, role: str, ids: np.ndarray, n: int) -> np.ndarray:
+        """One run of the `role` graph, taking `n` tokens (ids padded to n); writes the real tokens' K/V to the
+        caches."""
+        session = self.prefill if role == "prefill" else self.decode
         pos, real = self.length, len(ids)
         padded = np.zeros((1, n), dtype=np.int64)
         padded[0, :real] = ids
-        feeds = {self.manifest.io.input_ids: padded, **self._positions(pos, n)}
+        feeds = {self.static.embeds: self.embeddings(padded[0]), **self._positions(pos, n)}
         feeds.update(zip(self._past, self.cache[n]))  # (1, kv, ctx - n, hd) each
         logits, *present = session.run([self.manifest.io.logits] + self._present, feeds)
         for cache in self.cache.values():
@@ -88,15 +99,32 @@ class StaticDecoder:
             if end > pos:
                 for buf, new in zip(cache, present):
                     buf[:, :, pos:end] = new[:, :, : end - pos]
-        self.runs["prefill" if n > 1 else "decode"] += 1
+        self.runs[role] += 1
         return logits[0]  # (n, vocab)
+
+    def embeddings(self, ids: np.ndarray) -> np.ndarray:
+        """(1, len(ids), hidden) float32: the table's rows for `ids`, each times its scale."""
+        return (self.embed_rows[ids].astype(np.float32) * self.embed_scales[ids, None])[None]
 
     def _positions(self, pos: int, n: int) -> dict:
         """cos/sin rows for positions pos..pos+n-1 and the additive mask (1, 1, n, ctx)."""
-        s, ctx = self.static, self.context_length
+        s, ctx = self.static, self.static.context
         rows = np.minimum(np.arange(pos, pos + n), ctx - 1)  # padded rows beyond the context reuse the last
         mask = np.full((1, 1, n, ctx), s.mask_value, dtype=np.float32)
         mask[..., : min(pos, ctx - n)] = 0.0  # cached tokens: past slots 0..pos-1
         new = np.tril(np.ones((n, n), dtype=bool))  # new token j sees new tokens 0..j
         mask[0, 0, :, ctx - n:][new] = 0.0
         return {s.cos: self.rotary[0, rows][None], s.sin: self.rotary[1, rows][None], s.mask: mask}
+
+
+def _array(folder, name: str, dtype, ndim: int, mmap: bool = False) -> np.ndarray:
+    """A .npy file of the package with the dtype and rank the static graphs expect, else PackageError."""
+    try:
+        value = np.load(Path(folder) / name, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise PackageError(f"cannot read {name} from {folder} ({exc}); re-export the package") from None
+    allowed = dtype if isinstance(dtype, tuple) else (dtype,)
+    if value.dtype not in allowed or value.ndim != ndim:
+        raise PackageError(f"{name} holds {value.dtype} of rank {value.ndim}, not "
+                           f"{' or '.join(str(np.dtype(d)) for d in allowed)} of rank {ndim}; re-export the package")
+    return value

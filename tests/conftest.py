@@ -50,15 +50,16 @@ class Builds:
             self.cache[key] = out
         return self.cache[key]
 
-    def npu(self, preset: str, context: int = 64, chunk: int = 16) -> Path:
-        """An npu-qnn package (static QDQ pair, compiled on the QNN HTP simulator)."""
-        key = ("npu", preset, context, chunk)
+    def npu(self, preset: str, context: int = 64, chunk: int = 16, **knobs) -> Path:
+        """An npu-qnn package (static QDQ pair, compiled on the QNN HTP simulator); `knobs`: NpuConfig fields."""
+        key = ("npu", preset, context, chunk, *sorted(knobs.items()))
         if key not in self.cache:
             from edgelm.export import ExportConfig, export_model
             from edgelm.export.config import NpuConfig
 
-            out = self.base / f"{preset}-npu-{context}-{chunk}"
-            config = ExportConfig(target="npu-qnn", npu=NpuConfig(context=context, chunk=chunk), progress=False)
+            out = self.base / "-".join(map(str, (preset, "npu", context, chunk, *(v for _, v in sorted(knobs.items())))))
+            config = ExportConfig(target="npu-qnn", npu=NpuConfig(context=context, chunk=chunk, **knobs),
+                                  progress=False)
             export_model(self.source(preset), out, config)
             self.cache[key] = out
         return self.cache[key]

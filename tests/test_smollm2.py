@@ -107,7 +107,7 @@ def test_npu_package_runs_whole_on_the_qnn_htp(builds):
     with the same top token ("The"; its logits carry a near-constant offset, which softmax ignores)."""
     from edgelm.manifest import Manifest
 
-    package = builds.npu("smollm2", context=512, chunk=64)
+    package = builds.npu("smollm2", context=512, chunk=64, keep_qdq=True)
     static = Manifest.load(package).static
     assert set(static.compiled_nodes) == {"prefill", "decode"} and min(static.compiled_nodes.values()) > 1000
     htp, cpu = load(package, ep="qnn"), load(package, ep="cpu")

@@ -167,6 +167,10 @@ class ArchSpec:
         return int(self._get("num_kv_heads") or self.num_heads)
 
     @property
+    def hidden_size(self) -> int:
+        return int(self._get("hidden_size"))
+
+    @property
     def head_dim(self) -> int:
         return int(self.config.get("head_dim") or self._get("hidden_size") // self.num_heads)
 

@@ -1,9 +1,9 @@
-"""Activation ranges for static quantization, shared by the prefill and decode graphs.
+"""Activation ranges for static quantization of the NPU graph.
 
-The fp32 graph pair runs on the CPU through the runtime's own StaticDecoder (so calibration sees exactly
-the feeds the device will see): corpus windows are prefilled in chunks, then the model continues each
-one greedily through the decode graph. Every float tensor of both graphs is recorded (min, max) by name;
-the two graphs share names, so the union is one set of ranges for both. Ranges are then widened by
+The fp32 graph runs on the CPU through the runtime's own StaticDecoder (so calibration sees exactly the
+feeds the device will see): corpus windows are prefilled in chunks, then the model continues each one
+greedily, one token a run as in decode. Every float tensor is recorded (min, max) by name over all runs
+(a tensor of the padded rows counts too: the device computes them with the same ranges). Ranges are then widened by
 `widen` (16 calibration tokens clip attention scores otherwise), except tensors whose range is known
 exactly: the mask, cos/sin, and [0, 1] outputs (Softmax, Sigmoid).
 """
@@ -72,22 +72,21 @@ def with_all_outputs(path: Path, out: Path) -> Path:
     return out
 
 
-def calibrate(graphs: dict[str, Path], decoder_factory, token_windows: list[list[int]], decode_tokens: int,
-              progress=None, channel_suffixes: tuple[str, ...] = ()) -> tuple[dict, dict, dict]:
-    """Run every window through the pair; return (tensor name -> [min, max] over both graphs, one feed per
-    graph, tensor name -> per-channel max |x| for the tensors named by `channel_suffixes`)."""
+def calibrate(graph: Path, decoder_factory, token_windows: list[list[int]], decode_tokens: int, progress=None,
+              channel_suffixes: tuple[str, ...] = ()) -> tuple[dict, dict, dict]:
+    """Run every window through the graph (prefill chunks, then the model's own greedy continuation one
+    token a run); return (tensor name -> [min, max], one real feed, tensor name -> per-channel max |x| for
+    the tensors named by `channel_suffixes`)."""
     import onnxruntime as ort
 
     ranges: dict[str, list[float]] = {}
     channel_max: dict[str, np.ndarray] = {}
-    sessions = {}
-    for role, path in graphs.items():
-        full = with_all_outputs(path, path.with_name(f"{path.stem}.calib.onnx"))
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
-        sessions[role] = RangeRecorder(ort.InferenceSession(str(full), opts, providers=["CPUExecutionProvider"]),
-                                       ranges, channel_max, channel_suffixes)
-    decoder = decoder_factory(sessions)
+    full = with_all_outputs(graph, graph.with_name(f"{graph.stem}.calib.onnx"))
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
+    recorder = RangeRecorder(ort.InferenceSession(str(full), opts, providers=["CPUExecutionProvider"]), ranges,
+                             channel_max, channel_suffixes)
+    decoder = decoder_factory(recorder)
     for window in token_windows:
         decoder.reset()
         logits = decoder.forward(window)  # prefill in chunks
@@ -97,11 +96,9 @@ def calibrate(graphs: dict[str, Path], decoder_factory, token_windows: list[list
             logits = decoder.forward([int(np.argmax(logits))])
         if progress is not None:
             progress.update(1)
-    missing = [role for role, s in sessions.items() if s.first_feeds is None]
-    if missing:
-        raise QuantizationError(f"calibration never ran the {', '.join(missing)} graph; give longer calibration "
-                                "windows (more tokens than one prefill chunk, and decode steps)")
-    return ranges, {role: s.first_feeds for role, s in sessions.items()}, channel_max
+    if recorder.first_feeds is None:
+        raise QuantizationError("calibration never ran the graph; give calibration windows of at least one token")
+    return ranges, recorder.first_feeds, channel_max
 
 
 def range_overrides(ranges: dict[str, list[float]], producers: dict[str, str], widen: float,

@@ -4,7 +4,12 @@ One builder makes both graphs of an NPU package: `prefill` (N = chunk tokens) an
 Both attend over CTX cache positions: CTX - N past slots fed by the runtime, then the N new ones. They
 have identical node and tensor names, so one set of activation ranges serves both.
 
-Inputs (all static):  input_ids (1, N) int64 | cos, sin (1, N, hd) | mask (1, 1, N, CTX) float, 0 or -100 |
+The embedding lookup is not in the graphs: the runtime reads the rows from the package's int8 table
+(`embedding_table`, one scale per row) and feeds them, as phone deployments do. In the graph a vocab x
+hidden table would be one 16-bit tensor of the whole context binary (467 MB for a 152k vocabulary at
+width 1536), loaded on the NPU for a lookup of N rows.
+
+Inputs (all static):  inputs_embeds (1, N, hidden) | cos, sin (1, N, hd) | mask (1, 1, N, CTX) float, 0 or -100 |
                       past_key_values.{i}.key/value (1, kv, CTX - N, hd)
 Outputs:              logits (1, N, vocab) | present.{i}.key/value (1, kv, N, hd): only the new positions;
                       the runtime writes them into the cache it holds.
@@ -44,7 +49,7 @@ STATIC_IO = GraphIO(
     past_key="past_key_values.{layer}.key", past_value="past_key_values.{layer}.value",
     present_key="present.{layer}.key", present_value="present.{layer}.value",
 )
-COS, SIN, MASK = "cos", "sin", "attention_bias"
+COS, SIN, MASK, EMBEDS = "cos", "sin", "attention_bias", "inputs_embeds"
 MASKED = -100.0  # what the mask adds to a hidden position: exp(-100) is 0 in fp32, and QDQ stays fine
 
 
@@ -197,16 +202,11 @@ class StaticDecoderBuilder:
         from onnx import TensorProto as T
 
         a, g, n, ctx = self.arch, self.g, self.shape.tokens, self.shape.context
-        ids = g.input(STATIC_IO.input_ids, T.INT64, [1, n])
+        x = g.input(EMBEDS, T.FLOAT, [1, n, a.hidden_size])
         g.input(COS, T.FLOAT, [1, n, a.head_dim])
         g.input(SIN, T.FLOAT, [1, n, a.head_dim])
         g.input(MASK, T.FLOAT, [1, 1, n, ctx])
-        table = self.w("embed")  # (vocab, hidden)
-        x = self.op("Gather", [g.weight("model.embed_tokens.weight", table, gather_only=True), ids],
-                    "/model/embed_tokens")
         tied = a.tied_embeddings
-        if not tied:
-            del table
         for i in range(a.num_layers):
             p = f"/model/layers.{i}"
             attn = self.attention(self.rms_norm(x, "input_norm", i, f"{p}/input_layernorm"), i, p)
@@ -216,7 +216,7 @@ class StaticDecoderBuilder:
             if progress is not None:
                 progress.update(1)
         normed = self.rms_norm(x, "final_norm", None, "/model/norm")
-        logits = self.linear(normed, table if tied else self.w("lm_head"), None, "/lm_head")
+        logits = self.linear(normed, self.w("embed" if tied else "lm_head"), None, "/lm_head")
         g.node("Identity", [logits], [g.output(STATIC_IO.logits, T.FLOAT, [1, n, a.vocab_size])],
                name="/lm_head/Identity")
         return g.save()

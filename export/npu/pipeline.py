@@ -1,13 +1,19 @@
-"""`--target npu-qnn`: HF folder -> static fp32 graph pair -> shared calibration -> QDQ pair -> EP-context.
+"""`--target npu-qnn`: HF folder -> static fp32 graph -> calibration -> QDQ graph -> EP-context.
 
-    safetensors ─> prefill fp32 (N=chunk) ─┐                         ┌─> prefill.onnx (QDQ) ─┐  (one weights.data)
-               └─> decode fp32 (N=1) ──────┼─> calibrate (CPU, both) ┤                       ├─> compile on
-                                           │   one set of ranges ────┴─> decode.onnx (QDQ) ──┘   QNN (strict)
-    rotary table ─> rotary.npy ────────────┘
+    embedding ─> embeddings.npy (int8 rows, one scale each: the runtime looks tokens up, see npu.embedding)
+    safetensors ─> fp32 graph (N = chunk) ─> calibrate (CPU: chunks, then ─> model.onnx (QDQ) ─> compile on
+    rotary table ─> rotary.npy                one-token steps, padded)       + weights.data      QNN (strict)
+
+One graph serves prefill and decode (a decode step runs one real token, padded to the chunk): the device
+holds one copy of the weights. (Two graphs, a chunk one and a one-token one, would need QNN's HTP weight
+sharing to share their weights; a weight-shared context binary compiles on x86 but the HTP simulator here
+refuses to load it, QNN_COMMON_ERROR_NOT_SUPPORTED, so it could not be verified.) The graph attends over
+context + chunk - 1 positions, so the package's whole --context is usable with a chunk-sized last run.
 
 The fp32 graphs live in a work folder inside the staging folder and are gone before the manifest is
 written. Compiling on QNN in strict mode doubles as the check that every node runs on the HTP: a node it
-rejects fails the export with ProviderFallback, naming the nodes.
+rejects fails the export with ProviderFallback, naming the nodes. Once compiled, the QDQ graph and its
+weights leave the package (`drop_qdq`) unless --keep-qdq asks for them.
 """
 
 from __future__ import annotations
@@ -24,11 +30,13 @@ from edgelm.export.config import NpuConfig
 from edgelm.export.npu.calibrate import calibrate, range_overrides
 from edgelm.export.npu.graph import (EIGHT_BIT_SIDE, KEYS_TENSOR, STATIC_IO, StaticShape, build_static,
                                      rotary_table, smoothing_factors)
+from edgelm.export.native.weights import SafetensorsReader
+from edgelm.export.npu.embedding import write_embedding_table
 from edgelm.export.npu.shared_data import share_external_data
 from edgelm.export.npu.qdq import QdqScheme, producers, quant_type, quantize_graph
 from edgelm.manifest import Quantization, StaticGraphs
 
-ROLES = ("prefill", "decode")
+GRAPH_FILE = "model.onnx"
 ROTARY_FILE = "rotary.npy"
 
 
@@ -44,8 +52,8 @@ def check_npu_config(npu: NpuConfig) -> None:
 
 
 def export_npu_qnn(source, stage: Path, npu: NpuConfig, progress: bool = True) -> tuple[StaticGraphs, Quantization]:
-    """Write prefill.onnx, decode.onnx (QDQ, sharing weights.data), rotary.npy and, when QNN is here, their
-    EP-context models."""
+    """Write model.onnx (QDQ) + weights.data, rotary.npy, the embedding table and, when QNN is here, the
+    graph's EP-context model."""
     arch = source.arch
     if npu.context > arch.context_length:
         raise ExportError(f"--context {npu.context} exceeds the model's {arch.context_length} positions")
@@ -56,37 +64,38 @@ def export_npu_qnn(source, stage: Path, npu: NpuConfig, progress: bool = True) -
     work = stage / ".work"
     work.mkdir()
     bars = _Bars(progress)
-    static = StaticGraphs("prefill.onnx", "decode.onnx", npu.chunk, npu.context, ROTARY_FILE)
+    graph_context = npu.context + npu.chunk - 1  # the last run's N - 1 padded rows sit past --context
+    static = StaticGraphs(GRAPH_FILE, GRAPH_FILE, npu.chunk, graph_context, ROTARY_FILE, decode_tokens=npu.chunk)
     manifest = SimpleNamespace(static=static, kv_cache=arch.kv_cache(), io=STATIC_IO)
-    np.save(stage / ROTARY_FILE, rotary_table(arch, npu.context))
+    np.save(stage / ROTARY_FILE, rotary_table(arch, graph_context))
+    write_embedding_table(SafetensorsReader(source.path).get(arch.tensor("embed")), stage / static.embedding_file,
+                          stage / static.embedding_scales_file)
     length = max(2, min(npu.context - npu.calibration_decode, 2 * npu.chunk + npu.chunk // 2))
     windows = calibration_windows(source, npu.calibration_samples, length)  # full and padded chunks
 
     from edgelm.runtime.static import StaticDecoder
 
     def build_and_calibrate(step: str, smoothing: dict | None, channels: tuple[str, ...] = ()):
-        fp32, folder = {}, work / step.replace("/", "of")
+        folder = work / step.replace("/", "of")
         folder.mkdir()
-        with bars(f"{step}: fp32 graphs", 2 * arch.num_layers, "layer") as bar:
-            for role, n in zip(ROLES, (npu.chunk, 1)):
-                fp32[role] = build_static(arch, source.path, folder, f"{role}.onnx", StaticShape(n, npu.context), bar,
-                                          smoothing)
+        with bars(f"{step}: fp32 graph", arch.num_layers, "layer") as bar:
+            fp32 = build_static(arch, source.path, folder, GRAPH_FILE, StaticShape(npu.chunk, graph_context), bar,
+                                smoothing)
         with bars(f"{step}: calibrate", len(windows), "window") as bar:
-            return fp32, *calibrate(fp32, lambda s: StaticDecoder(s, manifest, stage), windows,
-                                    npu.calibration_decode, bar, channels)
+            return fp32, *calibrate(fp32, lambda s: StaticDecoder({"prefill": s, "decode": s}, manifest, stage),
+                                    windows, npu.calibration_decode, bar, channels)
 
     smoothing = None
     if npu.smooth_keys:  # a first pass measures K's channel ranges, the second builds with them flattened
         *_, channel_max = build_and_calibrate("1/2", None, (KEYS_TENSOR,))
         smoothing = smoothing_factors(channel_max, arch, npu.smooth_keys)
-    fp32, ranges, samples, _ = build_and_calibrate("2/2" if smoothing else "1/1", smoothing)
-    overrides = range_overrides(ranges, producers(fp32["prefill"]), npu.widen, EIGHT_BIT_SIDE)
+    fp32, ranges, sample, _ = build_and_calibrate("2/2" if smoothing else "1/1", smoothing)
+    overrides = range_overrides(ranges, producers(fp32), npu.widen, EIGHT_BIT_SIDE)
     scheme = QdqScheme(npu.activations, npu.weights, npu.per_channel)
-    with bars(f"quantize QDQ {scheme.label}", len(ROLES), "graph") as bar:
-        for role in ROLES:
-            quantize_graph(fp32[role], stage / f"{role}.onnx", samples[role], overrides, scheme)
-            bar.update(1)
-    share_external_data(stage, [f"{role}.onnx" for role in ROLES])  # identical quantized weights, stored once
+    with bars(f"quantize QDQ {scheme.label}", 1, "graph") as bar:
+        quantize_graph(fp32, stage / GRAPH_FILE, sample, overrides, scheme)
+        bar.update(1)
+    share_external_data(stage, [GRAPH_FILE])  # one weights.data, whatever the quantizer named its file
     shutil.rmtree(work)
     if npu.compile:
         static = _compile(stage, static, bars)
@@ -106,14 +115,34 @@ def _compile(stage: Path, static: StaticGraphs, bars) -> StaticGraphs:
         qnn = resolve("qnn")
     except ProviderUnavailable:
         return static  # compiled on first load instead (--context-cache)
-    compiled, nodes = {}, {}
-    with bars("compile on QNN", len(ROLES), "graph") as bar:
-        for role in ROLES:  # strict: a node the HTP rejects raises ProviderFallback, naming it
-            session = create_session(stage / f"{role}.onnx", qnn, strict=True, context_cache=stage)
-            nodes[role] = partition_of(session, qnn.spec.ort_name).on_requested()
-            compiled[role] = f"{role}.{qnn.spec.name}_ctx.onnx"
-            bar.update(1)
-    return replace(static, context_models=compiled, compiled_nodes=nodes)
+    with bars("compile on QNN", 1, "graph") as bar:  # strict: a node the HTP rejects raises ProviderFallback
+        session = create_session(stage / GRAPH_FILE, qnn, strict=True, context_cache=stage)
+        nodes = partition_of(session, qnn.spec.ort_name).on_requested()
+        bar.update(1)
+    compiled = f"{Path(GRAPH_FILE).stem}.{qnn.spec.name}_ctx.onnx"
+    return replace(static, context_models={"prefill": compiled, "decode": compiled},
+                   compiled_nodes={"prefill": nodes, "decode": nodes})
+
+
+def drop_qdq(stage: Path, manifest):
+    """Remove the QDQ graphs and their weights from a package whose context models were compiled: the context
+    binary holds the one copy of the weights the device needs. Returns the manifest to write."""
+    from dataclasses import replace
+
+    static = manifest.static
+    for name in {static.prefill_file, static.decode_file, *_external_files(stage, static)}:
+        (stage / name).unlink(missing_ok=True)
+    return replace(manifest, model_file=static.context_models["decode"], static=replace(static, portable=False))
+
+
+def _external_files(stage: Path, static) -> set[str]:
+    import onnx
+
+    names = set()
+    for graph in {static.prefill_file, static.decode_file}:
+        model = onnx.load(str(stage / graph), load_external_data=False)
+        names |= {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+    return names
 
 
 class _Bars:

@@ -7,9 +7,11 @@ import shutil
 import numpy as np
 import pytest
 
-from edgelm.errors import ExportError, GenerationError
+from edgelm.errors import ExportError, GenerationError, PackageError
 from edgelm.bench.quality import TorchReference
 from edgelm.export.arch import get_arch
+from edgelm.export.native.weights import SafetensorsReader
+from edgelm.export.npu.embedding import write_embedding_table
 from edgelm.export.npu.graph import STATIC_IO, StaticShape, build_static, rotary_table
 from edgelm.export.source import open_source
 from edgelm.manifest import Manifest, StaticGraphs, sha256_file
@@ -32,8 +34,10 @@ def _fp32_pair(hf, folder, context=64, chunk=16):
     for role, n in (("prefill", chunk), ("decode", 1)):
         build_static(src.arch, src.path, folder, f"{role}.onnx", StaticShape(n, context))
     np.save(folder / "rotary.npy", rotary_table(src.arch, context))
-    manifest = SimpleNamespace(static=StaticGraphs("prefill.onnx", "decode.onnx", chunk, context, "rotary.npy"),
-                               kv_cache=src.arch.kv_cache(), io=STATIC_IO)
+    static = StaticGraphs("prefill.onnx", "decode.onnx", chunk, context, "rotary.npy")
+    write_embedding_table(SafetensorsReader(src.path).get(src.arch.tensor("embed")), folder / static.embedding_file,
+                          folder / static.embedding_scales_file, exact=True)
+    manifest = SimpleNamespace(static=static, kv_cache=src.arch.kv_cache(), io=STATIC_IO)
     cpu = resolve("cpu")
     sessions = {role: create_session(folder / f"{role}.onnx", cpu) for role in ("prefill", "decode")}
     return StaticDecoder(sessions, manifest, folder)
@@ -76,8 +80,12 @@ def test_npu_package_generates_entirely_on_the_qnn_htp_in_strict_mode(builds, to
     assert manifest.target == "npu-qnn" and manifest.kv_cache.mode == "static"
     assert manifest.quantization.mode == "qdq" and set(manifest.static.context_models) == {"prefill", "decode"}
     assert Manifest.from_json(manifest.to_json()) == manifest
-    # the two graphs' identical quantized weights are stored once
-    assert (package / "weights.data").is_file() and not list(package.glob("*.onnx.data"))
+    # one graph serves both roles: one context binary, one copy of the weights; the QDQ graph is not shipped
+    static = manifest.static
+    assert static.prefill_file == static.decode_file and static.decode_tokens == static.chunk
+    assert len(set(static.context_models.values())) == 1 and not static.portable
+    assert [p.name for p in package.glob("*.bin")] == ["model.qnn_ctx_qnn.bin"] and not list(package.glob("*.data"))
+    assert not list(package.glob("model.onnx")) and manifest.model_file == "model.qnn_ctx.onnx"
     assert all(n > 0 for n in manifest.static.compiled_nodes.values())  # every node compiled on QNN, strict
     model = load(package, ep="qnn")  # strict by default for an NPU package
     p = model.partition
@@ -124,25 +132,28 @@ def test_prompt_longer_than_the_context_is_a_typed_error(builds):
 
 
 def test_context_models_compiled_at_export_match_the_qdq_graphs(builds):
-    package = builds.npu("tiny-llama")
+    package = builds.npu("tiny-llama", keep_qdq=True)
     static = Manifest.load(package).static
     qnn = resolve("qnn")
-    feeds = _decode_feeds(Manifest.load(package))
+    feeds = _decode_feeds(package, Manifest.load(package))
     compiled = create_session(package / static.context_models["decode"], qnn, strict=True).run(None, feeds)
     fresh = create_session(package / static.decode_file, qnn, strict=True).run(None, feeds)
     assert all(np.array_equal(a, b) for a, b in zip(compiled, fresh))
 
 
-def _decode_feeds(manifest):
+def _decode_feeds(package, manifest):
+    """Random feeds for one decode run: N = decode_tokens rows, 5 cached positions visible."""
     kv, s = manifest.kv_cache, manifest.static
-    rng = np.random.default_rng(0)
-    feeds = {STATIC_IO.input_ids: np.array([[7]], dtype=np.int64),
-             s.cos: np.ones((1, 1, kv.head_dim), np.float32), s.sin: np.zeros((1, 1, kv.head_dim), np.float32),
-             s.mask: np.where(np.arange(s.context) < 5, 0.0, s.mask_value).astype(np.float32).reshape(1, 1, 1, -1)}
-    feeds[s.mask][..., -1] = 0.0
+    n, rng = s.decode_tokens, np.random.default_rng(0)
+    hidden = np.load(package / s.embedding_file, mmap_mode="r").shape[1]
+    mask = np.full((1, 1, n, s.context), s.mask_value, np.float32)
+    mask[..., :5] = 0.0
+    mask[0, 0, :, s.context - n:][np.tril(np.ones((n, n), bool))] = 0.0
+    feeds = {s.embeds: rng.standard_normal((1, n, hidden)).astype(np.float32), s.mask: mask,
+             s.cos: np.ones((1, n, kv.head_dim), np.float32), s.sin: np.zeros((1, n, kv.head_dim), np.float32)}
     for layer in range(kv.num_layers):
         for name in STATIC_IO.past_names(layer):
-            feeds[name] = rng.standard_normal((1, kv.num_kv_heads, s.context - 1, kv.head_dim)).astype(np.float32)
+            feeds[name] = rng.standard_normal((1, kv.num_kv_heads, s.context - n, kv.head_dim)).astype(np.float32)
     return feeds
 
 
@@ -189,16 +200,33 @@ def test_bad_npu_options_fail_before_any_work(builds, tmp_path):
 
 def test_a_stale_context_binary_falls_back_to_compiling(builds, tmp_path):
     package = tmp_path / "pkg"
-    shutil.copytree(builds.npu("tiny-qwen2"), package)
+    shutil.copytree(builds.npu("tiny-qwen2", keep_qdq=True), package)
     static = Manifest.load(package).static
     stale = package / static.context_models["decode"]
     stale.write_bytes(b"x" * stale.stat().st_size)  # unreadable, as a binary built for another SoC would be
     data = json.loads((package / "edgelm.json").read_text())  # ... shipped in a package whose hashes are right
     data["files"][static.context_models["decode"]]["sha256"] = sha256_file(stale)
     (package / "edgelm.json").write_text(json.dumps(data))
-    with pytest.warns(UserWarning, match="compiling decode.onnx instead"):
+    with pytest.warns(UserWarning, match="compiling model.onnx instead"):
         model = load(package, ep="qnn")
     assert len(model.generate("Hello", max_new_tokens=3, ignore_eos=True).token_ids) == 3
+
+
+def test_a_package_of_only_the_context_binary_names_what_it_cannot_do(builds, tmp_path):
+    """The default package ships the context binary alone: on another provider, or where the binary does not
+    load, it refuses by name instead of recompiling from graphs it does not have."""
+    package = tmp_path / "pkg"
+    shutil.copytree(builds.npu("tiny-qwen2"), package)
+    with pytest.raises(PackageError, match="runs on --ep qnn only, not cpu.*--keep-qdq"):
+        load(package, ep="cpu")
+    static = Manifest.load(package).static
+    stale = package / static.context_models["decode"]
+    stale.write_bytes(b"x" * stale.stat().st_size)
+    data = json.loads((package / "edgelm.json").read_text())
+    data["files"][static.context_models["decode"]]["sha256"] = sha256_file(stale)
+    (package / "edgelm.json").write_text(json.dumps(data))
+    with pytest.raises(PackageError, match="does not load here.*ships only its qnn context binary"):
+        load(package, ep="qnn")
 
 
 def test_the_last_context_slot_is_used_and_the_next_token_is_refused(builds, torch_ref, tmp_path):
@@ -226,7 +254,8 @@ def test_npu_flags_per_tensor_int4_weights_and_no_compile_reach_the_package(buil
     m = Manifest.load(out)
     assert m.static.context_models == {} and not list(out.glob("*_ctx.onnx"))  # nothing compiled at export
     assert m.quantization.bits == 4 and m.quantization.method == "QDQ a16w4, per-tensor linear weights"
-    graph = onnx.load(str(out / "decode.onnx"), load_external_data=False).graph
+    assert m.static.portable and (out / "model.onnx").is_file()  # not compiled: the QDQ graph stays
+    graph = onnx.load(str(out / "model.onnx"), load_external_data=False).graph
     weight_dq = [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0].endswith("weight_quantized")]
     inits = {t.name: t for t in graph.initializer}
     assert weight_dq and all(inits[n.input[1]].dims in ([], [1]) for n in weight_dq if n.input[1] in inits)  # per tensor
