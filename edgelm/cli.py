@@ -26,15 +26,15 @@ def _cmd_export(args) -> int:
     if args.asymmetric and args.symmetric:
         raise UsageError("give --symmetric or --asymmetric, not both")
     npu_target = args.target == "npu-qnn"
+    shared = _given(args, block_size="block_size", calibration="calibration")  # the npu target's own when it is chosen
     quant = QuantConfig(
-        **_given(args, block_size="block_size", mlp_block_size="mlp_block_size", accuracy_level="accuracy_level",
-                 calibration="calibration"),
-        **({} if npu_target else _given(args, calibration_samples="calibration_samples")),
+        **_given(args, mlp_block_size="mlp_block_size", accuracy_level="accuracy_level"),
+        **({} if npu_target else {**shared, **_given(args, calibration_samples="calibration_samples")}),
         **({"symmetric": False} if args.asymmetric else {"symmetric": True} if args.symmetric else {}),
     )
     npu = NpuConfig(**_given(args, context="context", chunk="chunk", activations="activations",
                              weights="qdq_weights"),
-                    **(_given(args, calibration_samples="calibration_samples") if npu_target else {}),
+                    **({**shared, **_given(args, calibration_samples="calibration_samples")} if npu_target else {}),
                     **({"compile": False} if args.no_compile else {}),
                     **({"keep_qdq": True} if args.keep_qdq else {}),
                     **({"per_channel": False} if args.per_tensor else {}))
@@ -272,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"build a published config with random weights: {', '.join(PRESETS)}")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights")
     p.add_argument("--block-size", type=int,
-                   help=f"int4/int8 block size (default {qd['block_size']}; the MLP's is --mlp-block-size)")
+                   help=f"int4/int8 block size (default {qd['block_size']}; the MLP's is --mlp-block-size; "
+                   f"npu-qnn int4: the LPBQ block, default {nd['block_size']})")
     p.add_argument("--mlp-block-size", type=int,
                    help=f"block size of the MLP linears, most of the weights (default {qd['mlp_block_size']}; native "
                    "builder; the optimum path uses --block-size everywhere)")

@@ -38,8 +38,9 @@ def describe_environment() -> str:
     return "\n".join(lines)
 
 
-def describe_partitions(path: str) -> list[str]:
-    """For each available provider: how much of the package's graph it would run."""
+def describe_partitions(path: str, home: str = "cpu") -> list[str]:
+    """For each available provider: how much of the package's graph it would run. Failing to load on `home`
+    (the CPU, or the provider an NPU package's context binary is for) means the package is broken."""
     import warnings
 
     from edgelm.errors import EdgeLMError
@@ -53,7 +54,7 @@ def describe_partitions(path: str) -> list[str]:
                 warnings.simplefilter("ignore")
                 model = load(path, ep=name)
         except EdgeLMError as exc:
-            if name == "cpu":  # every package runs on the CPU: failing there means the package is broken
+            if name == home:
                 raise
             lines.append(f"  {name}: cannot load: {exc}")
             continue
@@ -62,9 +63,16 @@ def describe_partitions(path: str) -> list[str]:
 
 
 def _static_line(s) -> str:
-    line = f": {s.prefill_file} ({s.chunk} tokens/run) + {s.decode_file} (1 token/run), static shapes"
+    if s.prefill_file == s.decode_file:
+        line = (f": one graph of {s.chunk} tokens/run over {s.context} positions (a decode step is one real token, "
+                "padded), static shapes")
+    else:
+        line = f": {s.prefill_file} ({s.chunk} tokens/run) + {s.decode_file} ({s.decode_tokens} token/run), static shapes"
+    if not s.portable:
+        line += f"; ships only the {s.context_provider} context binary (runs on --ep {s.context_provider} only)"
     if s.compiled_nodes:
-        nodes = ", ".join(f"{role} {n} nodes" for role, n in s.compiled_nodes.items())
+        counts = {s.context_models.get(role, role): n for role, n in s.compiled_nodes.items()}
+        nodes = ", ".join(f"{n} nodes" if len(counts) == 1 else f"{name} {n} nodes" for name, n in counts.items())
         line += f"; compiled at export on {s.context_provider} in strict mode ({nodes}, all on {s.context_provider})"
     return line
 
@@ -82,7 +90,11 @@ def _quality_lines(m: Manifest) -> list[str]:
     if m.quality is None:
         return ["self-check   none recorded (exported with --no-check or by an older edgelm)"]
     c = m.quality
-    return [f"self-check   {quality_line(c)}", f"  against    {c.reference}", f"  text       {c.text}"]
+    lines = [f"self-check   {quality_line(c)}", f"  against    {c.reference}", f"  text       {c.text}"]
+    if m.device_quality is not None:
+        d = m.device_quality
+        lines.append(f"  on {d.provider:7s} {quality_line(d)} ({d.text})")
+    return lines
 
 
 def describe_package(path: str) -> str:
@@ -110,4 +122,5 @@ def describe_package(path: str) -> str:
         "files:",
     ]
     lines += [f"  {name:24s} {e.bytes / MIB:9.2f} MiB  sha256 {e.sha256[:16]}…" for name, e in m.files.items()]
-    return "\n".join(lines + describe_partitions(path))
+    home = m.static.context_provider if m.static is not None and not m.static.portable else "cpu"
+    return "\n".join(lines + describe_partitions(path, home))

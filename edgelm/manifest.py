@@ -180,6 +180,9 @@ class Manifest:
     target: str = "cpu"  # what the package was exported for: cpu (dynamic shapes) | npu-qnn (static pair)
     static: StaticGraphs | None = None
     quality: QualityCheck | None = None  # the export's self-check against its source (None: --no-check)
+    # NPU packages: the same check through the compiled context binary on its provider (None: not compiled
+    # at export, or that provider absent)
+    device_quality: QualityCheck | None = None
     files: dict[str, FileEntry] = field(default_factory=dict)
     producer: dict[str, str] = field(default_factory=dict)
     source: dict[str, str] = field(default_factory=dict)

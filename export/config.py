@@ -24,7 +24,12 @@ class NpuConfig:
     context: int = 512  # positions the graphs attend over (prompt + generated), fixed at export
     chunk: int = 32  # tokens per run of the one graph (a decode step is one real token, padded to the chunk)
     activations: str = "uint16"  # QDQ activation type (a16)
-    weights: str = "int8"  # QDQ type of the linears' weights (w8); int4 halves them
+    weights: str = "int8"  # QDQ type of the linears' weights (w8); int4 halves them (LPBQ blocks, per channel)
+    block_size: int = 64  # int4 per-channel weights: LPBQ block (input rows sharing a 4-bit block scale)
+    calibration: str = "auto"  # LPBQ int4: auto/awq = activation-aware scales first (as the CPU int4 path); none
+    # LPBQ int4: linears kept 8-bit per channel, by a substring of their graph name ("lm_head", "layers.0/mlp")
+    eight_bit: tuple[str, ...] = ("lm_head",)
+    awq_samples: int = 4  # corpus windows (128 tokens) of the awq forward
     per_channel: bool = True  # one scale per output channel (the HTP takes them on MatMul), else per tensor
     calibration_samples: int = 16  # corpus windows run through the fp32 pair (every other one as a chat)
     calibration_decode: int = 16  # greedy tokens generated after each window

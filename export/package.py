@@ -78,7 +78,7 @@ def write_manifest(
         io=io_names,
         kv_cache=replace(kv or arch.kv_cache(kv_dtype), mode=kv_mode),
         quantization=quantization,
-        context_length=static.context if static else arch.context_length,
+        context_length=static.context - static.decode_tokens + 1 if static else arch.context_length,
         vocab_size=arch.vocab_size,
         generation=generation_defaults(source),
         tokenizer_file="tokenizer.json",

@@ -70,28 +70,39 @@ class StaticDecoder:
                 f"(fixed at export: --context); shorten the prompt or lower --max-new-tokens")
         rows = []
         start = 0
-        while start < len(ids):
-            left = len(ids) - start
-            chunk = self.static.chunk
-            if left > 1 and self.length + chunk <= self.static.context:
-                logits = self._run("prefill", ids[start:start + chunk], chunk)
-                take = min(chunk, left)
-            else:
-                logits, take = self._run("decode", ids[start:start + 1], self.decode_tokens), 1
+        for role, n, take in self.plan(self.length, len(ids)):
+            logits = self._run(role, ids[start:start + take], n)
             rows.append(logits[:take])
             start += take
             self.length += take
         out = np.concatenate(rows) if len(rows) > 1 else rows[0]
         return out[-1] if last_only else out
 
+    def plan(self, start: int, count: int) -> list[tuple[str, int, int]]:
+        """The runs forward() makes for `count` tokens after `start` cached ones: (role, N, real tokens). A chunk
+        runs while its past fits (start + chunk <= context), the rest one token a run."""
+        runs, pos, left, chunk = [], start, count, self.static.chunk
+        while left:
+            if left > 1 and pos + chunk <= self.static.context:
+                runs.append(("prefill", chunk, min(chunk, left)))
+            else:
+                runs.append(("decode", self.decode_tokens, 1))
+            pos, left = pos + runs[-1][2], left - runs[-1][2]
+        return runs
+
+    def inputs(self, pos: int, ids: np.ndarray, n: int) -> dict[str, np.ndarray]:
+        """The feeds of one run of N = n rows at `pos` but the cache: embeddings of `ids` padded to n, cos/sin
+        rows and the mask."""
+        padded = np.zeros(n, dtype=np.int64)
+        padded[:len(ids)] = ids
+        return {self.static.embeds: self.embeddings(padded), **self._positions(pos, n)}
+
     def _run(self, role: str, ids: np.ndarray, n: int) -> np.ndarray:
         """One run of the `role` graph, taking `n` tokens (ids padded to n); writes the real tokens' K/V to the
         caches."""
         session = self.prefill if role == "prefill" else self.decode
         pos, real = self.length, len(ids)
-        padded = np.zeros((1, n), dtype=np.int64)
-        padded[0, :real] = ids
-        feeds = {self.static.embeds: self.embeddings(padded[0]), **self._positions(pos, n)}
+        feeds = self.inputs(pos, ids, n)
         feeds.update(zip(self._past, self.cache[n]))  # (1, kv, ctx - n, hd) each
         logits, *present = session.run([self.manifest.io.logits] + self._present, feeds)
         for cache in self.cache.values():

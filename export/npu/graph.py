@@ -198,28 +198,48 @@ class StaticDecoderBuilder:
         return self.op("Mul", [half_x, one_plus], f"{name}/gelu")
 
     # -- the model -----------------------------------------------------------------------------
-    def build(self, progress=None) -> Path:
+    def layer(self, x: str, i: int) -> str:
+        """Decoder layer i on the residual stream x; returns the new residual (`residual_name(i)`)."""
+        p = f"/model/layers.{i}"
+        attn = self.attention(self.rms_norm(x, "input_norm", i, f"{p}/input_layernorm"), i, p)
+        x = self.op("Add", [x, attn], f"{p}/attn_residual")
+        down = self.mlp(self.rms_norm(x, "post_norm", i, f"{p}/post_attention_layernorm"), i, p)
+        return self.op("Add", [x, down], f"{p}/mlp_residual")
+
+    def build(self, progress=None, segment: int | str | None = None) -> Path:
+        """The whole graph, or one segment of it with the same tensor names: layer `segment` (an int: the
+        residual in, the residual out) or "head" (the residual in, the logits out)."""
         from onnx import TensorProto as T
 
         a, g, n, ctx = self.arch, self.g, self.shape.tokens, self.shape.context
-        x = g.input(EMBEDS, T.FLOAT, [1, n, a.hidden_size])
-        g.input(COS, T.FLOAT, [1, n, a.head_dim])
-        g.input(SIN, T.FLOAT, [1, n, a.head_dim])
-        g.input(MASK, T.FLOAT, [1, 1, n, ctx])
-        tied = a.tied_embeddings
-        for i in range(a.num_layers):
-            p = f"/model/layers.{i}"
-            attn = self.attention(self.rms_norm(x, "input_norm", i, f"{p}/input_layernorm"), i, p)
-            x = self.op("Add", [x, attn], f"{p}/attn_residual")
-            down = self.mlp(self.rms_norm(x, "post_norm", i, f"{p}/post_attention_layernorm"), i, p)
-            x = self.op("Add", [x, down], f"{p}/mlp_residual")
+        if segment is None:
+            layers, first = range(a.num_layers), EMBEDS
+        elif segment == "head":
+            layers, first = range(0), residual_name(a.num_layers - 1)
+        else:
+            layers, first = [int(segment)], residual_name(int(segment) - 1) if segment else EMBEDS
+        x = g.input(first, T.FLOAT, [1, n, a.hidden_size])
+        if layers:
+            g.input(COS, T.FLOAT, [1, n, a.head_dim])
+            g.input(SIN, T.FLOAT, [1, n, a.head_dim])
+            g.input(MASK, T.FLOAT, [1, 1, n, ctx])
+        for i in layers:
+            x = self.layer(x, i)
             if progress is not None:
                 progress.update(1)
+        if segment is not None and segment != "head":
+            g.output(x, T.FLOAT, [1, n, a.hidden_size])
+            return g.save()
         normed = self.rms_norm(x, "final_norm", None, "/model/norm")
-        logits = self.linear(normed, self.w("embed" if tied else "lm_head"), None, "/lm_head")
+        logits = self.linear(normed, self.w("embed" if a.tied_embeddings else "lm_head"), None, "/lm_head")
         g.node("Identity", [logits], [g.output(STATIC_IO.logits, T.FLOAT, [1, n, a.vocab_size])],
                name="/lm_head/Identity")
         return g.save()
+
+
+def residual_name(layer: int) -> str:
+    """The residual stream after decoder layer `layer` (the input of the next, or of the head)."""
+    return f"/model/layers.{layer}/mlp_residual/out"
 
 
 def _scaled(weight: np.ndarray, bias: np.ndarray | None, rows: np.ndarray) -> tuple:
@@ -234,7 +254,7 @@ EIGHT_BIT_SIDE = (KEYS_TENSOR, "/attn/keys/out", "/attn/keys_t/out", "/attn/v/he
                   ".key", ".value")
 
 
-def smoothing_factors(channel_max: dict[str, np.ndarray], arch: ArchSpec, alpha: float) -> dict:
+def smoothing_factors(channel_max: dict[str, np.ndarray], arch: ArchSpec, alpha: float, layers=None) -> dict:
     """Per layer ck (kv, hd): K's channels are divided by it so that every channel of every head spans about
     the same range (K is the HTP's 8-bit MatMul side); q's channels are multiplied by it, so q.k, and the
     model, are unchanged. Both land on output channels of q_proj/k_proj, which per-channel weights absorb
@@ -243,7 +263,7 @@ def smoothing_factors(channel_max: dict[str, np.ndarray], arch: ArchSpec, alpha:
     measured on SmolLM2 it did not help.)"""
     half = arch.head_dim // 2
     out = {}
-    for i in range(arch.num_layers):
+    for i in range(arch.num_layers) if layers is None else layers:
         k = channel_max[f"/model/layers.{i}{KEYS_TENSOR}"]
         out[i] = _flatten(np.tile(np.maximum(k[:, :half], k[:, half:]), 2), alpha)
     return out
@@ -256,10 +276,13 @@ def _flatten(channel_max: np.ndarray, alpha: float) -> np.ndarray:
 
 
 def build_static(arch: ArchSpec, source_path: Path, folder: Path, model_file: str, shape: StaticShape,
-                 progress=None, smoothing: dict | None = None) -> Path:
-    """Write the fp32 static graph for `shape` to folder/model_file (+ .data)."""
-    builder = StaticDecoderBuilder(arch, SafetensorsReader(source_path), folder, model_file, shape, smoothing)
+                 progress=None, smoothing: dict | None = None, reader=None, segment: int | str | None = None) -> Path:
+    """Write the fp32 static graph for `shape` (or one `segment` of it, see StaticDecoderBuilder.build) to
+    folder/model_file (+ .data). `reader`: where the weights come from (default the source's safetensors;
+    an AwqReader hands them out activation-aware scaled)."""
+    reader = reader if reader is not None else SafetensorsReader(source_path)
+    builder = StaticDecoderBuilder(arch, reader, folder, model_file, shape, smoothing)
     try:
-        return builder.build(progress)
+        return builder.build(progress, segment)
     finally:
         builder.g.close()

@@ -27,13 +27,12 @@ import numpy as np
 from edgelm.errors import ExportError, ProviderUnavailable
 from edgelm.export.calibration import calibration_windows
 from edgelm.export.config import NpuConfig
-from edgelm.export.npu.calibrate import calibrate, range_overrides
-from edgelm.export.npu.graph import (EIGHT_BIT_SIDE, KEYS_TENSOR, STATIC_IO, StaticShape, build_static,
-                                     rotary_table, smoothing_factors)
+from edgelm.export.npu.graph import STATIC_IO, StaticShape, rotary_table
+from edgelm.export.npu.layerwise import Segments, schedule, stitch
 from edgelm.export.native.weights import SafetensorsReader
 from edgelm.export.npu.embedding import write_embedding_table
 from edgelm.export.npu.shared_data import share_external_data
-from edgelm.export.npu.qdq import QdqScheme, producers, quant_type, quantize_graph
+from edgelm.export.npu.qdq import QdqScheme, quant_type
 from edgelm.manifest import Quantization, StaticGraphs
 
 GRAPH_FILE = "model.onnx"
@@ -46,6 +45,10 @@ def check_npu_config(npu: NpuConfig) -> None:
     if npu.per_channel and not npu.weights.startswith("int"):
         raise ExportError(f"per-channel weights are signed: use --qdq-weights int8 or int4 (got {npu.weights}), "
                           "or --per-tensor")
+    if npu.calibration not in ("auto", "awq", "none"):
+        raise ExportError(f"--calibration for npu-qnn is auto, awq or none (got {npu.calibration!r})")
+    if npu.block_size < 16 or npu.block_size & (npu.block_size - 1):
+        raise ExportError(f"--block-size for LPBQ weights must be a power of two from 16 (got {npu.block_size})")
     if npu.chunk < 2 or npu.context <= npu.chunk:
         raise ExportError(f"--chunk must be at least 2 and below --context (got chunk {npu.chunk}, "
                           f"context {npu.context})")
@@ -71,36 +74,50 @@ def export_npu_qnn(source, stage: Path, npu: NpuConfig, progress: bool = True) -
     write_embedding_table(SafetensorsReader(source.path).get(arch.tensor("embed")), stage / static.embedding_file,
                           stage / static.embedding_scales_file)
     length = max(2, min(npu.context - npu.calibration_decode, 2 * npu.chunk + npu.chunk // 2))
-    windows = calibration_windows(source, npu.calibration_samples, length)  # full and padded chunks
+    # windows of the prompt part plus the decode steps, fed teacher-forced (see layerwise)
+    windows = calibration_windows(source, npu.calibration_samples, length + npu.calibration_decode)
 
     from edgelm.runtime.static import StaticDecoder
 
-    def build_and_calibrate(step: str, smoothing: dict | None, channels: tuple[str, ...] = ()):
-        folder = work / step.replace("/", "of")
-        folder.mkdir()
-        with bars(f"{step}: fp32 graph", arch.num_layers, "layer") as bar:
-            fp32 = build_static(arch, source.path, folder, GRAPH_FILE, StaticShape(npu.chunk, graph_context), bar,
-                                smoothing)
-        with bars(f"{step}: calibrate", len(windows), "window") as bar:
-            return fp32, *calibrate(fp32, lambda s: StaticDecoder({"prefill": s, "decode": s}, manifest, stage),
-                                    windows, npu.calibration_decode, bar, channels)
-
-    smoothing = None
-    if npu.smooth_keys:  # a first pass measures K's channel ranges, the second builds with them flattened
-        *_, channel_max = build_and_calibrate("1/2", None, (KEYS_TENSOR,))
-        smoothing = smoothing_factors(channel_max, arch, npu.smooth_keys)
-    fp32, ranges, sample, _ = build_and_calibrate("2/2" if smoothing else "1/1", smoothing)
-    overrides = range_overrides(ranges, producers(fp32), npu.widen, EIGHT_BIT_SIDE)
-    scheme = QdqScheme(npu.activations, npu.weights, npu.per_channel)
-    with bars(f"quantize QDQ {scheme.label}", 1, "graph") as bar:
-        quantize_graph(fp32, stage / GRAPH_FILE, sample, overrides, scheme)
+    driver = StaticDecoder({"prefill": None, "decode": None}, manifest, stage)  # plans runs and builds feeds only
+    scheme = QdqScheme(npu.activations, npu.weights, npu.per_channel, npu.block_size)
+    # LPBQ int4: the linears are scaled activation-aware first (K's smoothing is unaffected: AWQ scales input
+    # channels and folds the inverse into norm gains and up's rows, which leaves q.k unchanged)
+    awq = _awq_reader(source, npu, scheme)
+    segments = Segments(arch, source.path, work, StaticShape(npu.chunk, graph_context), scheme, npu,
+                        awq if awq is not None else SafetensorsReader(source.path), schedule(driver, windows, length))
+    label = f"layers: fp32, calibrate, quantize {scheme.label}" + (" (awq)" if awq is not None else "")
+    with bars(label, arch.num_layers + 1, "layer") as bar:
+        for i in range(arch.num_layers):
+            segments.layer(i)
+            bar.update(1)
+        segments.head()
         bar.update(1)
-    share_external_data(stage, [GRAPH_FILE])  # one weights.data, whatever the quantizer named its file
+    stitch(segments.done, work / GRAPH_FILE, [STATIC_IO.logits] + [n for i in range(arch.num_layers)
+                                                                   for n in STATIC_IO.present_names(i)])
+    share_external_data(work, [GRAPH_FILE])  # one weights.data from the segments' files
+    for name in (GRAPH_FILE, "weights.data"):
+        (work / name).rename(stage / name)
     shutil.rmtree(work)
     if npu.compile:
         static = _compile(stage, static, bars)
-    quant = Quantization(mode="qdq", method=scheme.describe(), bits=scheme.weight_bits, symmetric=npu.per_channel)
+    quant = Quantization(mode="qdq", method=scheme.describe(segments.blocks), bits=scheme.weight_bits,
+                         symmetric=npu.per_channel, block_size=scheme.block_size if scheme.lpbq else None,
+                         calibration=None if awq is None else f"awq: {len(awq.windows)} windows x "
+                         f"{len(awq.windows[0])} tokens, mean alpha {awq.mean_alpha:.3f}")
     return static, quant
+
+
+def _awq_reader(source, npu: NpuConfig, scheme: QdqScheme):
+    """The CPU int4 path's activation-aware scaling (edgelm.export.native.awq), for LPBQ weights; None when
+    the weights are not LPBQ or --calibration none."""
+    if not scheme.lpbq or npu.calibration == "none":
+        return None
+    from edgelm.export.native.awq import awq_reader
+    from edgelm.export.native.decoder import LinearFormat
+
+    fmt = LinearFormat(4, scheme.block_size, symmetric=True)  # its search rounds in float-scaled blocks of this size
+    return awq_reader(source, SafetensorsReader(source.path), fmt, npu.awq_samples)
 
 
 def _compile(stage: Path, static: StaticGraphs, bars) -> StaticGraphs:

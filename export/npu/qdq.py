@@ -7,6 +7,7 @@ the quantizer runs itself only needs one sample.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,17 @@ class QdqScheme:
     activations: str = "uint16"
     weights: str = "int8"
     per_channel: bool = True  # linear weights: one scale per output channel (signed, symmetric), else one per tensor
+    block_size: int = 64  # per-channel int4: LPBQ blocks of this many input rows (edgelm.export.npu.lpbq)
+
+    @property
+    def lpbq(self) -> bool:
+        """int4 per-channel weights are written as LPBQ blocks: per-channel int4 alone loses too much."""
+        return self.per_channel and self.weight_bits == 4
+
+    @property
+    def quantizer_weights(self) -> str:
+        """The weight type onnxruntime's quantizer writes (LPBQ rewrites its int8 per-channel weights)."""
+        return "int8" if self.lpbq else self.weights
 
     @property
     def weight_bits(self) -> int:
@@ -32,7 +44,14 @@ class QdqScheme:
     def label(self) -> str:  # e.g. a16w8
         return f"a{''.join(c for c in self.activations if c.isdigit())}w{self.weight_bits}"
 
-    def describe(self) -> str:
+    def describe(self, blocks: dict[str, int] | None = None) -> str:
+        """`blocks`: weight -> LPBQ block used (0: kept 8-bit), as apply_lpbq returns it."""
+        if self.lpbq:
+            other = Counter(b for b in (blocks or {}).values() if b != self.block_size)
+            exceptions = "; ".join(f"{n} weights {'8-bit per channel' if b == 0 else f'in blocks of {b}'}"
+                                   for b, n in sorted(other.items()))
+            return (f"QDQ {self.label}, LPBQ linear weights (int4 blocks of {self.block_size} input rows, 4-bit "
+                    f"block scales times a per-channel float{'; ' + exceptions if exceptions else ''})")
         return f"QDQ {self.label}, {'per-channel' if self.per_channel else 'per-tensor'} linear weights"
 
 
@@ -47,7 +66,7 @@ def weight_overrides(path: Path, scheme: QdqScheme) -> dict:
         raise QuantizationError(f"per-channel weights must be signed (int8 or int4), not {scheme.weights}")
     model = onnx.load(str(path), load_external_data=False)
     constants = {t.name for t in model.graph.initializer}
-    qtype = quant_type(scheme.weights)
+    qtype = quant_type(scheme.quantizer_weights)
     return {node.input[1]: [{"axis": 1, "quant_type": qtype, "symmetric": True}]
             for node in model.graph.node if node.op_type == "MatMul" and node.input[1] in constants}
 

@@ -263,3 +263,92 @@ def test_npu_flags_per_tensor_int4_weights_and_no_compile_reach_the_package(buil
     assert linear and {inits[n.input[0]].data_type for n in linear} == {onnx.TensorProto.INT4}
     model = load(out)  # CPU EP
     assert len(model.generate("Hello", max_new_tokens=4, ignore_eos=True).token_ids) == 4
+
+
+# A small Llama whose weights dominate the package (tiny-llama's are smaller than the context binary's own
+# overhead), with the published init scale: for the one-copy and w4 checks.
+SMALL = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu", "rms_norm_eps": 1e-5,
+         "hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 2, "num_attention_heads": 8,
+         "num_key_value_heads": 2, "vocab_size": 512, "max_position_embeddings": 512, "rope_theta": 10000.0,
+         "tie_word_embeddings": False, "attention_bias": False, "mlp_bias": False}
+
+
+def _npu_export(hf, out, check=True, **knobs):
+    from edgelm.export import ExportConfig, export_model
+    from edgelm.export.config import NpuConfig
+
+    config = ExportConfig(target="npu-qnn", npu=NpuConfig(context=64, chunk=16, **knobs), progress=False, check=check)
+    export_model(hf, out, config)
+    return out
+
+
+def _bytes(folder) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+
+
+@pytest.fixture(scope="module")
+def small_hf(tmp_path_factory):
+    from edgelm.export.synthetic import build_random
+
+    return build_random(SMALL, tmp_path_factory.mktemp("small") / "hf", std=0.02)
+
+
+@pytest.mark.parametrize("weights", ["int8", "int4"])
+def test_the_package_holds_one_copy_of_the_weights_and_runs_strict_on_the_htp(small_hf, tmp_path, weights):
+    """w8 and w4 (LPBQ): the package is the context binary of one graph serving prefill and decode: within 1.2x
+    of one copy of the quantized weights (the QDQ weights.data of the same export kept portable, plus the
+    embedding table), all of it on the HTP, and it generates there in strict mode."""
+    import onnx
+
+    package = _npu_export(small_hf, tmp_path / "pkg", weights=weights)
+    twin = _npu_export(small_hf, tmp_path / "twin", weights=weights, compile=False)  # the QDQ graph, not compiled
+    one_copy = (twin / "weights.data").stat().st_size + (twin / "embeddings.npy").stat().st_size
+    print(f"{weights}: package {_bytes(package) / 2**20:.2f} MiB, one copy {one_copy / 2**20:.2f} MiB, "
+          f"ratio {_bytes(package) / one_copy:.3f}")
+    assert _bytes(package) <= 1.2 * one_copy
+    graph = onnx.load(str(twin / "model.onnx"), load_external_data=False).graph
+    blocked = [n for n in graph.node if n.op_type == "DequantizeLinear"
+               and any(a.name == "block_size" for a in n.attribute)]
+    assert len(blocked) == (0 if weights == "int8" else 2 * 7)  # LPBQ: every linear of the layers (lm_head: 8-bit)
+    model = load(package, ep="qnn")
+    assert not model.partition.fallback and model.partition.on_requested() == model.partition.total
+    out = list(model.stream_ids(list(range(5, 40)), max_new_tokens=4, ignore_eos=True))
+    assert len(out) == 4 and model.decoder.runs["decode"] >= 3
+    quality = Manifest.load(package).device_quality  # the export's self-check through the context binary
+    assert quality.provider == "qnn" and quality.positions > 200
+
+
+def test_the_1_5b_widths_compile_whole_on_the_htp(tmp_path):
+    """DeepSeek-R1-Distill-Qwen-1.5B's widths (hidden 1536, 12 heads of 128, 2 kv heads, MLP 8960, q/k/v bias)
+    with 2 layers and a small vocabulary: the strict compile takes every node, the graph-input quantization
+    included. (The 28-layer export once failed its strict compile and the error named the graph-input Q/DQ
+    nodes: the diagnosis partition ran with QNN's default of handing graph I/O quantization to the CPU, which
+    strict mode turns off; it now partitions as strict does, `ProviderSpec.strict_partition`.)"""
+    from edgelm.export.presets import PRESETS
+    from edgelm.export.synthetic import build_random
+
+    config = {k: v for k, v in PRESETS["deepseek-r1-distill-qwen-1.5b"].config.items()
+              if k not in ("bos_token_id", "eos_token_id")}
+    config.update(num_hidden_layers=2, vocab_size=2048, max_position_embeddings=4096)
+    hf = build_random(config, tmp_path / "hf", std=0.02, tokenizer_vocab=2048)
+    package = _npu_export(hf, tmp_path / "pkg", check=False, calibration_samples=2, smooth_keys=0.0)
+    static = Manifest.load(package).static
+    assert min(static.compiled_nodes.values()) > 200
+    model = load(package, ep="qnn")
+    assert not model.partition.fallback
+    assert len(list(model.stream_ids(list(range(5, 25)), max_new_tokens=2, ignore_eos=True))) == 2
+
+
+def test_a_strict_failure_is_diagnosed_as_strict_mode_partitions(builds):
+    """What a strict load refused is named from a partition run with QNN's graph-I/O quantization kept on the
+    HTP, as strict mode keeps it: with QNN's default (offload to the CPU) every graph-input Q and graph-output
+    DQ node would be named, whatever really failed."""
+    from edgelm.runtime.partition import partition_of
+
+    qnn = resolve("qnn")
+    graph = builds.npu("tiny-qwen2", keep_qdq=True) / "model.onnx"
+    default = partition_of(create_session(graph, qnn, strict=False), qnn.spec.ort_name)
+    as_strict = partition_of(create_session(graph, qnn, strict=False, provider_options=qnn.spec.strict_partition),
+                             qnn.spec.ort_name)
+    assert default.fallback and {op for op, _ in default.fallback} == {"QuantizeLinear", "DequantizeLinear"}
+    assert not as_strict.fallback
