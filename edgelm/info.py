@@ -109,6 +109,8 @@ def describe_package(path: str) -> str:
         f"package      {path} (format {m.format_version})",
         f"model        {m.architecture} ({m.model_type}) from {m.source.get('model', '?')}",
         f"quantization {quant}",
+        *([f"  layers     {sum(p.bits == 8 for p in q.layers)} of {len(q.layers)} kept 8-bit where 4-bit measured too "
+           f"costly: {[p.layer for p in q.layers if p.bits == 8]} (per-layer errors: edgelm.json)"] if q.layers else []),
         f"context      {m.context_length} tokens, vocab {m.vocab_size}",
         f"target       {m.target}" + (_static_line(m.static) if m.static else ""),
         f"kv cache     {kv.num_layers} layers x {kv.num_kv_heads} kv heads x {kv.head_dim} dims, {kv.dtype}",

@@ -106,6 +106,17 @@ class StaticGraphs:
 
 
 @dataclass(frozen=True)
+class LayerPrecision:
+    """One decoder layer of an LPBQ int4 NPU package: its output error measured at 4 and 8 bits on calibration
+    runs (|quantized - float| / |what the layer adds to the residual stream|) and the bits it was given."""
+
+    layer: int
+    bits: int
+    error_w4: float
+    error_w8: float
+
+
+@dataclass(frozen=True)
 class Quantization:
     mode: str  # fp32 | fp16 | int8 | int4 | qdq
     method: str | None = None  # e.g. "MatMulNBits", "float16"
@@ -115,6 +126,7 @@ class Quantization:
     symmetric: bool | None = None
     accuracy_level: int | None = None
     calibration: str | None = None  # how weights were prepared before rounding, e.g. "awq: 8 windows x 128 tokens"
+    layers: tuple[LayerPrecision, ...] = ()  # NPU LPBQ int4: per decoder layer, measured (see LayerPrecision)
 
 
 @dataclass(frozen=True)

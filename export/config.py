@@ -25,10 +25,13 @@ class NpuConfig:
     chunk: int = 32  # tokens per run of the one graph (a decode step is one real token, padded to the chunk)
     activations: str = "uint16"  # QDQ activation type (a16)
     weights: str = "int8"  # QDQ type of the linears' weights (w8); int4 halves them (LPBQ blocks, per channel)
-    block_size: int = 64  # int4 per-channel weights: LPBQ block (input rows sharing a 4-bit block scale)
+    block_size: int = 32  # int4 per-channel weights: LPBQ block (input rows sharing a 4-bit block scale)
     calibration: str = "auto"  # LPBQ int4: auto/awq = activation-aware scales first (as the CPU int4 path); none
     # LPBQ int4: linears kept 8-bit per channel, by a substring of their graph name ("lm_head", "layers.0/mlp")
     eight_bit: tuple[str, ...] = ("lm_head",)
+    # LPBQ int4: a layer whose 4-bit weights add more than this to its measured output error (at 4 bits minus
+    # at 8, each relative to what the layer adds to the residual stream, on calibration runs) stays 8-bit
+    w4_max_cost: float = 0.1
     awq_samples: int = 4  # corpus windows (128 tokens) of the awq forward
     per_channel: bool = True  # one scale per output channel (the HTP takes them on MatMul), else per tensor
     calibration_samples: int = 16  # corpus windows run through the fp32 pair (every other one as a chat)

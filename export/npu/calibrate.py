@@ -1,9 +1,7 @@
-"""Activation ranges for static quantization of the NPU graph.
+"""Activation ranges for static quantization of the NPU graph (driven by edgelm.export.npu.layerwise).
 
-The fp32 graph runs on the CPU through the runtime's own StaticDecoder (so calibration sees exactly the
-feeds the device will see): corpus windows are prefilled in chunks, then the model continues each one
-greedily, one token a run as in decode. Every float tensor is recorded (min, max) by name over all runs
-(a tensor of the padded rows counts too: the device computes them with the same ranges). Ranges are then widened by
+Every float tensor of a segment is recorded (min, max) by name over all calibration runs (the tensors of
+padded rows count too: the device computes them with the same ranges). Ranges are then widened by
 `widen` (16 calibration tokens clip attention scores otherwise), except tensors whose range is known
 exactly: the mask, cos/sin, and [0, 1] outputs (Softmax, Sigmoid).
 """
@@ -14,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edgelm.errors import QuantizationError
 from edgelm.export.npu.graph import COS, MASK, SIN
 
 EXACT_OPS = ("Softmax", "Sigmoid")  # outputs always in [0, 1]
@@ -70,35 +67,6 @@ def with_all_outputs(path: Path, out: Path) -> Path:
                 known.add(name)
     onnx.save_model(model, str(out))  # external data keeps pointing at the original .data (same folder)
     return out
-
-
-def calibrate(graph: Path, decoder_factory, token_windows: list[list[int]], decode_tokens: int, progress=None,
-              channel_suffixes: tuple[str, ...] = ()) -> tuple[dict, dict, dict]:
-    """Run every window through the graph (prefill chunks, then the model's own greedy continuation one
-    token a run); return (tensor name -> [min, max], one real feed, tensor name -> per-channel max |x| for
-    the tensors named by `channel_suffixes`)."""
-    import onnxruntime as ort
-
-    ranges: dict[str, list[float]] = {}
-    channel_max: dict[str, np.ndarray] = {}
-    full = with_all_outputs(graph, graph.with_name(f"{graph.stem}.calib.onnx"))
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
-    recorder = RangeRecorder(ort.InferenceSession(str(full), opts, providers=["CPUExecutionProvider"]), ranges,
-                             channel_max, channel_suffixes)
-    decoder = decoder_factory(recorder)
-    for window in token_windows:
-        decoder.reset()
-        logits = decoder.forward(window)  # prefill in chunks
-        for _ in range(decode_tokens):  # the model's own greedy continuation, as in use
-            if decoder.length >= decoder.context_length:
-                break
-            logits = decoder.forward([int(np.argmax(logits))])
-        if progress is not None:
-            progress.update(1)
-    if recorder.first_feeds is None:
-        raise QuantizationError("calibration never ran the graph; give calibration windows of at least one token")
-    return ranges, recorder.first_feeds, channel_max
 
 
 def range_overrides(ranges: dict[str, list[float]], producers: dict[str, str], widen: float,

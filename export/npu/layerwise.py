@@ -28,6 +28,7 @@ from edgelm.export.npu.graph import (EIGHT_BIT_SIDE, EMBEDS, KEYS_TENSOR, STATIC
                                      residual_name, smoothing_factors)
 from edgelm.export.npu.lpbq import apply_lpbq
 from edgelm.export.npu.qdq import QdqScheme, producers, quantize_graph
+from edgelm.manifest import LayerPrecision
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Segments:
         self.ranges: dict[str, list[float]] = {}
         self.blocks: dict[str, int] = {}  # LPBQ weight -> block (0: kept 8-bit)
         self.done: list[Path] = []
+        self.precision: list[LayerPrecision] = []  # LPBQ: per layer, the measured errors and the bits chosen
 
     def layer(self, i: int) -> None:
         smoothing = None
@@ -74,8 +76,9 @@ class Segments:
             smoothing = smoothing_factors(channel_max, self.arch, self.npu.smooth_keys, layers=[i])
             _remove(plain)
         fp32 = self._build(i, smoothing, "fp32")
+        entering = self.stream
         self.stream, sample = self._run(fp32, i, self.ranges)
-        self._quantize(fp32, f"layer{i}", sample)
+        self._quantize(fp32, f"layer{i}", sample, (i, entering, self.stream))
 
     def head(self) -> None:
         fp32 = self._build("head", None, "fp32")
@@ -88,20 +91,26 @@ class Segments:
                             smoothing, self.reader, segment=segment)
 
     def _run(self, path: Path, layer: int | None, ranges: dict, channel_max: dict | None = None,
-             channels: tuple[str, ...] = ()) -> tuple[list[np.ndarray], dict]:
-        """Every run through one segment, its KV cache kept per window; (its outputs per run, one feed)."""
+             channels: tuple[str, ...] = (), stream: list | None = None, count: int | None = None
+             ) -> tuple[list[np.ndarray], dict]:
+        """Every run (or the first `count`) through one segment fed `stream` (default the current residual
+        stream), its KV cache kept per window; (its outputs per run, one feed). Records the ranges of every
+        tensor into `ranges` (None: a quantized segment, run as it is, recording nothing)."""
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
-        full = with_all_outputs(path, path.with_name(f"{path.stem}.calib.onnx"))
-        recorder = RangeRecorder(ort.InferenceSession(str(full), opts, providers=["CPUExecutionProvider"]), ranges,
-                                 {} if channel_max is None else channel_max, channels)
+        if ranges is None:
+            full, recorder = None, _Plain(ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]))
+        else:
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
+            full = with_all_outputs(path, path.with_name(f"{path.stem}.calib.onnx"))
+            recorder = RangeRecorder(ort.InferenceSession(str(full), opts, providers=["CPUExecutionProvider"]),
+                                     ranges, {} if channel_max is None else channel_max, channels)
         entering = EMBEDS if layer == 0 else residual_name(self.arch.num_layers - 1 if layer is None else layer - 1)
         kv, ctx, n = self.arch.kv_cache(), self.shape.context, self.shape.tokens
         wanted = [STATIC_IO.logits] if layer is None else [residual_name(layer), *STATIC_IO.present_names(layer)]
         out, cache, window = [], None, None
-        for run, x in zip(self.runs, self.stream):
+        for run, x in zip(self.runs[:count], self.stream if stream is None else stream):
             feeds = {entering: x}
             if layer is not None:
                 if run.window != window:
@@ -117,10 +126,18 @@ class Segments:
             out.append(values[0])
         sample = recorder.first_feeds
         del recorder
-        _remove(full)
+        if full is not None:
+            _remove(full)
         return out, sample
 
-    def _quantize(self, fp32: Path, name: str, sample: dict) -> None:
+    def _error(self, path: Path, layer: int, entering: list, exits: list) -> float:
+        """Mean over the first runs of |segment output - fp32 output| / |fp32 output - input|: the error
+        relative to what the layer adds to the residual stream."""
+        got, _ = self._run(path, layer, None, stream=entering, count=EVAL_RUNS)
+        return float(np.mean([np.linalg.norm(g - y) / max(np.linalg.norm(y - x), 1e-12)
+                              for g, y, x in zip(got, exits, entering)]))
+
+    def _quantize(self, fp32: Path, name: str, sample: dict, evaluate: tuple | None = None) -> None:
         tensors = producers(fp32)
         known = set(tensors) | set(_input_names(fp32))
         overrides = {k: v for k, v in range_overrides(self.ranges, tensors, self.npu.widen, EIGHT_BIT_SIDE).items()
@@ -128,12 +145,35 @@ class Segments:
         out = self.work / f"{name}.onnx"
         if self.scheme.lpbq:
             quantized = quantize_graph(fp32, self.work / f"{name}.w8.onnx", sample, overrides, self.scheme)
-            self.blocks.update(apply_lpbq(quantized, fp32, out, self.scheme.block_size, self.npu.eight_bit))
+            blocks = apply_lpbq(quantized, fp32, out, self.scheme.block_size, self.npu.eight_bit)
+            if evaluate is not None:  # measured: this layer at 4 bits against 8
+                layer, entering, exits = evaluate
+                errors = {bits: self._error(path, layer, entering, exits) for bits, path in ((8, quantized), (4, out))}
+                bits = 8 if errors[4] - errors[8] > self.npu.w4_max_cost else 4  # 4-bit costs too much: 8
+                self.precision.append(LayerPrecision(layer, bits, round(errors[4], 4), round(errors[8], 4)))
+                if bits == 8:
+                    _remove(out)
+                    out, quantized = quantized, out
+                    blocks = {w: 0 for w in blocks}
+            self.blocks.update(blocks)
             _remove(quantized)
         else:
             quantize_graph(fp32, out, sample, overrides, self.scheme)
         _remove(fp32)
         self.done.append(out)
+
+
+EVAL_RUNS = 12  # calibration runs a layer's 4- and 8-bit versions are compared on
+
+
+class _Plain:
+    """A session as RangeRecorder is called, recording nothing."""
+
+    def __init__(self, session):
+        self.session, self.first_feeds = session, None
+
+    def run(self, outputs, feeds):
+        return self.session.run(outputs, feeds)
 
 
 def _input_names(path: Path) -> list[str]:

@@ -104,7 +104,8 @@ def export_npu_qnn(source, stage: Path, npu: NpuConfig, progress: bool = True) -
     quant = Quantization(mode="qdq", method=scheme.describe(segments.blocks), bits=scheme.weight_bits,
                          symmetric=npu.per_channel, block_size=scheme.block_size if scheme.lpbq else None,
                          calibration=None if awq is None else f"awq: {len(awq.windows)} windows x "
-                         f"{len(awq.windows[0])} tokens, mean alpha {awq.mean_alpha:.3f}")
+                         f"{len(awq.windows[0])} tokens, mean alpha {awq.mean_alpha:.3f}",
+                         layers=tuple(segments.precision))
     return static, quant
 
 

@@ -24,7 +24,7 @@ class QdqScheme:
     activations: str = "uint16"
     weights: str = "int8"
     per_channel: bool = True  # linear weights: one scale per output channel (signed, symmetric), else one per tensor
-    block_size: int = 64  # per-channel int4: LPBQ blocks of this many input rows (edgelm.export.npu.lpbq)
+    block_size: int = 32  # per-channel int4: LPBQ blocks of this many input rows (edgelm.export.npu.lpbq)
 
     @property
     def lpbq(self) -> bool:

@@ -300,8 +300,9 @@ def test_the_package_holds_one_copy_of_the_weights_and_runs_strict_on_the_htp(sm
     embedding table), all of it on the HTP, and it generates there in strict mode."""
     import onnx
 
-    package = _npu_export(small_hf, tmp_path / "pkg", weights=weights)
-    twin = _npu_export(small_hf, tmp_path / "twin", weights=weights, compile=False)  # the QDQ graph, not compiled
+    every = {"w4_max_cost": 1e9} if weights == "int4" else {}  # every layer 4-bit (none kept 8-bit)
+    package = _npu_export(small_hf, tmp_path / "pkg", weights=weights, **every)
+    twin = _npu_export(small_hf, tmp_path / "twin", weights=weights, compile=False, **every)  # the QDQ, not compiled
     one_copy = (twin / "weights.data").stat().st_size + (twin / "embeddings.npy").stat().st_size
     print(f"{weights}: package {_bytes(package) / 2**20:.2f} MiB, one copy {one_copy / 2**20:.2f} MiB, "
           f"ratio {_bytes(package) / one_copy:.3f}")
@@ -316,6 +317,14 @@ def test_the_package_holds_one_copy_of_the_weights_and_runs_strict_on_the_htp(sm
     assert len(out) == 4 and model.decoder.runs["decode"] >= 3
     quality = Manifest.load(package).device_quality  # the export's self-check through the context binary
     assert quality.provider == "qnn" and quality.positions > 200
+    if weights == "int4":  # each layer measured at 4 and 8 bits; a layer whose 4 bits cost too much stays 8-bit
+        layers = Manifest.load(twin).quantization.layers
+        assert [p.layer for p in layers] == [0, 1] and all(p.error_w4 > p.error_w8 > 0 for p in layers)
+        strict = _npu_export(small_hf, tmp_path / "all8", weights=weights, compile=False, check=False,
+                             w4_max_cost=0.0)
+        graph = onnx.load(str(strict / "model.onnx"), load_external_data=False).graph
+        assert not [n for n in graph.node if any(a.name == "block_size" for a in n.attribute)]
+        assert [p.bits for p in Manifest.load(strict).quantization.layers] == [8, 8]
 
 
 def test_the_1_5b_widths_compile_whole_on_the_htp(tmp_path):
@@ -352,3 +361,25 @@ def test_a_strict_failure_is_diagnosed_as_strict_mode_partitions(builds):
                              qnn.spec.ort_name)
     assert default.fallback and {op for op, _ in default.fallback} == {"QuantizeLinear", "DequantizeLinear"}
     assert not as_strict.fallback
+
+
+def test_segments_stitch_back_into_the_whole_graph(builds, tmp_path):
+    """The layer-by-layer export builds each layer (and the head) as its own graph with the whole graph's
+    tensor names, then stitches them: in fp32 the stitched graph computes exactly what the whole one does."""
+    import onnxruntime as ort
+
+    from edgelm.export.npu.layerwise import stitch
+
+    src = open_source(builds.hf("tiny-qwen2"))
+    shape, arch = StaticShape(8, 32), src.arch
+    whole = build_static(arch, src.path, tmp_path, "whole.onnx", shape)
+    parts = [build_static(arch, src.path, tmp_path, f"part{i}.onnx", shape, segment=i) for i in range(arch.num_layers)]
+    parts.append(build_static(arch, src.path, tmp_path, "head.onnx", shape, segment="head"))
+    outputs = [STATIC_IO.logits] + [n for i in range(arch.num_layers) for n in STATIC_IO.present_names(i)]
+    stitched = stitch(parts, tmp_path / "stitched.onnx", outputs)
+    sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (whole, stitched)]
+    assert [i.name for i in sessions[0].get_inputs()] == [i.name for i in sessions[1].get_inputs()]
+    rng = np.random.default_rng(0)
+    feeds = {i.name: rng.standard_normal(i.shape).astype(np.float32) for i in sessions[0].get_inputs()}
+    want, got = (s.run(outputs, feeds) for s in sessions)
+    assert all(np.array_equal(a, b) for a, b in zip(want, got))
