@@ -337,7 +337,8 @@ def _build(tp: Any, value: Any, where: str) -> Any:
         return _build(next(a for a in args if a is not type(None)), value, where)
     if origin is tuple:
         (item, _) = typing.get_args(tp)
-        return tuple(_build(item, v, where) for v in _expect(list, value, where))
+        items = value if isinstance(value, tuple) else _expect(list, value, where)  # JSON lists; to_dict's tuples
+        return tuple(_build(item, v, where) for v in items)
     if origin is dict:
         _, item = typing.get_args(tp)
         return {str(k): _build(item, v, f"{where}.{k}") for k, v in _expect(dict, value, where).items()}

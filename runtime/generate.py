@@ -32,12 +32,13 @@ def generate_ids(
     history = np.asarray(prompt_ids, dtype=np.int64)
     decoder.reset()
     logits = decoder.forward(prompt_ids)  # prefill: the whole prompt in one pass
-    for _ in range(min(max_new_tokens, budget)):
+    steps = min(max_new_tokens, budget)
+    for step in range(steps):
         token = sample(logits, sampling, rng, history)  # pick the next token
         if token in stop:  # end of sequence
             return
         yield token
         history = np.append(history, token)
-        if len(history) >= decoder.context_length:  # the cache is full
+        if step == steps - 1 or len(history) >= decoder.context_length:  # the last one asked for, or a full cache
             return
-        logits = decoder.forward([token])  # decode: one token through the cache
+        logits = decoder.forward([token])  # decode: one token through the cache (not after the last one)

@@ -94,7 +94,7 @@ def test_npu_package_generates_entirely_on_the_qnn_htp_in_strict_mode(builds, to
     assert len(prompt) > manifest.static.chunk
     out = list(model.stream_ids(prompt, max_new_tokens=10, ignore_eos=True))
     assert len(out) == 10
-    assert model.decoder.runs["prefill"] >= 2 and model.decoder.runs["decode"] >= 9
+    assert model.decoder.runs["prefill"] >= 2 and model.decoder.runs["decode"] == 9  # none after the 10th token
     # Against PyTorch fp32, teacher-forced over the prompt and its 20-token greedy continuation. Measured
     # here (a16w8 per-channel, HTP simulator): top-1 agreement 0.95 (qwen2) / 0.90 (llama), relative logit
     # error 0.048 / 0.055. These random tiny models have flat logits, so top-1 flips easily; the bounds
