@@ -91,7 +91,8 @@ class StaticGraphs:
     # needs `context - N` past slots, so the longest sequence is context - decode_tokens + 1 tokens
     decode_tokens: int = 1
     # the graphs take embeddings, not ids: the runtime feeds `embeds` (1, N, hidden) = rows of
-    # `embedding_file` (int8 (vocab, hidden)) times `embedding_scales_file` (float32 (vocab,)), one scale a row
+    # `embedding_file` (int8 (vocab, hidden)) times `embedding_scales_file` (float32 (vocab, groups)), one scale
+    # per hidden / groups consecutive values of a row
     embeds: str = "inputs_embeds"
     embedding_file: str = "embeddings.npy"
     embedding_scales_file: str = "embedding_scales.npy"

@@ -10,8 +10,8 @@ packages with a separate one-token decode graph run the same way.
                                                               ├─> cache[:, :, pos:pos+n] = present
     each new token ─────────────────────────────> decode ────┘
 
-The graphs take embeddings: each run's token ids are looked up in the package's int8 table (one scale a
-row) here, on the CPU.
+The graphs take embeddings: each run's token ids are looked up in the package's int8 table (one scale per
+group of a row) here, on the CPU.
 
 A chunk runs on the prefill graph while its past fits (pos + chunk <= context); what is left goes one
 token at a time through the decode graph, up to context - decode_tokens + 1 tokens in all. Each graph
@@ -40,10 +40,12 @@ class StaticDecoder:
         self.rotary = _array(folder, static.rotary_file, np.float32, 3)  # (2, context, hd): cos, signed sin
         # (vocab, hidden): int8 (float32 in the fp32 parity tests of the graphs)
         self.embed_rows = _array(folder, static.embedding_file, (np.int8, np.float32), 2, mmap=True)
-        self.embed_scales = _array(folder, static.embedding_scales_file, np.float32, 1)  # (vocab,)
-        if self.embed_scales.shape[0] != self.embed_rows.shape[0]:
-            raise PackageError(f"{static.embedding_file} and {static.embedding_scales_file} disagree on the "
-                               "vocabulary size; re-export the package")
+        self.embed_scales = _array(folder, static.embedding_scales_file, np.float32, 2)  # (vocab, groups)
+        (vocab, hidden), (rows, groups) = self.embed_rows.shape, self.embed_scales.shape
+        if rows != vocab or groups < 1 or hidden % groups:
+            raise PackageError(f"{static.embedding_file} {self.embed_rows.shape} and {static.embedding_scales_file} "
+                               f"{self.embed_scales.shape} do not fit together; re-export the package")
+        self.embed_group = hidden // groups
         # One cache per graph, each exactly its graph's past input (batch, kv_heads, context - N, head_dim),
         # so a run feeds the arrays as they are (no per-step copy); new rows are written into both.
         self.cache = {
@@ -114,8 +116,9 @@ class StaticDecoder:
         return logits[0]  # (n, vocab)
 
     def embeddings(self, ids: np.ndarray) -> np.ndarray:
-        """(1, len(ids), hidden) float32: the table's rows for `ids`, each times its scale."""
-        return (self.embed_rows[ids].astype(np.float32) * self.embed_scales[ids, None])[None]
+        """(1, len(ids), hidden) float32: the table's rows for `ids`, each group of values times its scale."""
+        rows = self.embed_rows[ids].astype(np.float32).reshape(len(ids), -1, self.embed_group)
+        return (rows * self.embed_scales[ids][..., None]).reshape(1, len(ids), -1)
 
     def _positions(self, pos: int, n: int) -> dict:
         """cos/sin rows for positions pos..pos+n-1 and the additive mask (1, 1, n, ctx)."""

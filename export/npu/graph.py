@@ -5,7 +5,7 @@ Both attend over CTX cache positions: CTX - N past slots fed by the runtime, the
 have identical node and tensor names, so one set of activation ranges serves both.
 
 The embedding lookup is not in the graphs: the runtime reads the rows from the package's int8 table
-(`embedding_table`, one scale per row) and feeds them, as phone deployments do. In the graph a vocab x
+(`embedding_table`, one scale per 64 values of a row) and feeds them, as phone deployments do. In the graph a vocab x
 hidden table would be one 16-bit tensor of the whole context binary (467 MB for a 152k vocabulary at
 width 1536), loaded on the NPU for a lookup of N rows.
 

@@ -1,6 +1,6 @@
 """`--target npu-qnn`: HF folder -> static fp32 graph -> calibration -> QDQ graph -> EP-context.
 
-    embedding ─> embeddings.npy (int8 rows, one scale each: the runtime looks tokens up, see npu.embedding)
+    embedding ─> embeddings.npy (int8, a scale per 64 values: the runtime looks tokens up, npu.embedding)
     safetensors ─> fp32 graph (N = chunk) ─> calibrate (CPU: chunks, then ─> model.onnx (QDQ) ─> compile on
     rotary table ─> rotary.npy                one-token steps, padded)       + weights.data      QNN (strict)
 
