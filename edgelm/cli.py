@@ -33,7 +33,7 @@ def _cmd_export(args) -> int:
         **({"symmetric": False} if args.asymmetric else {"symmetric": True} if args.symmetric else {}),
     )
     npu = NpuConfig(**_given(args, context="context", chunk="chunk", activations="activations",
-                             weights="qdq_weights"),
+                             weights="qdq_weights", w4_max_cost="w4_max_cost"),
                     **({**shared, **_given(args, calibration_samples="calibration_samples")} if npu_target else {}),
                     **({"compile": False} if args.no_compile else {}),
                     **({"keep_qdq": True} if args.keep_qdq else {}),
@@ -302,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="one scale per weight tensor instead of per output channel (less accurate)")
     npu.add_argument("--no-compile", action="store_true",
                      help="do not compile the QNN EP-context binaries at export (they compile on first load)")
+    npu.add_argument("--w4-max-cost", type=float, metavar="X",
+                     help=f"int4: a layer whose measured 4-bit output error exceeds its 8-bit one by more than X "
+                     f"stays 8-bit (default {nd['w4_max_cost']}; a large X keeps every layer 4-bit)")
     npu.add_argument("--keep-qdq", action="store_true",
                      help="ship the QDQ graphs beside the compiled context binary (a second copy of the weights): "
                      "the package then also runs on other providers and recompiles where the binary does not load")

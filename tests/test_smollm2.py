@@ -22,7 +22,8 @@ from tests.conftest import run_cli
 
 QUESTION = "What is the capital of France?"
 MIN_TOP1 = {"fp32": 0.999, "int8": 0.93, "int4": 0.65}
-# HTP (QNN simulator) against the fp32 package, teacher-forced top-1 over 64 positions: measured 0.859 (55/64)
+# HTP (QNN simulator) against the fp32 package, teacher-forced top-1 over 64 positions: measured 0.844 (54/64;
+# 0.859 with the earlier two-graph layout)
 HTP_VS_FP32 = 0.80
 PROMPTS = (
     "Tell me about the river Seine.",

@@ -45,6 +45,8 @@ def check_npu_config(npu: NpuConfig) -> None:
     if npu.per_channel and not npu.weights.startswith("int"):
         raise ExportError(f"per-channel weights are signed: use --qdq-weights int8 or int4 (got {npu.weights}), "
                           "or --per-tensor")
+    if not 0 <= npu.w4_max_cost < float("inf"):
+        raise ExportError(f"--w4-max-cost must be a number from 0 (got {npu.w4_max_cost})")
     if npu.calibration not in ("auto", "awq", "none"):
         raise ExportError(f"--calibration for npu-qnn is auto, awq or none (got {npu.calibration!r})")
     if npu.block_size < 16 or npu.block_size & (npu.block_size - 1):
@@ -101,6 +103,12 @@ def export_npu_qnn(source, stage: Path, npu: NpuConfig, progress: bool = True) -
     shutil.rmtree(work)
     if npu.compile:
         static = _compile(stage, static, bars)
+    kept = [p.layer for p in segments.precision if p.bits == 8]
+    if kept:  # asked for 4 bits: say where it was not given
+        import warnings
+
+        warnings.warn(f"int4: {len(kept)} of {arch.num_layers} layers kept 8-bit, where 4 bits measured more than "
+                      f"{npu.w4_max_cost} worse (--w4-max-cost; per-layer errors in the manifest)", stacklevel=2)
     quant = Quantization(mode="qdq", method=scheme.describe(segments.blocks), bits=scheme.weight_bits,
                          symmetric=npu.per_channel, block_size=scheme.block_size if scheme.lpbq else None,
                          calibration=None if awq is None else f"awq: {len(awq.windows)} windows x "
