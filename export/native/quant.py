@@ -44,8 +44,8 @@ def quantize_blockwise(weight: np.ndarray, bits: int, block_size: int, symmetric
 def _quantize_rows(weight: np.ndarray, bits: int, block_size: int, symmetric: bool) -> Quantized:
     n, k = weight.shape
     codes, scale, zp = _round(weight, bits, block_size, symmetric)
-    zero_points = None if symmetric else _pack(zp.astype(np.uint8).reshape(n, -1), bits).reshape(-1)
-    return Quantized(_pack(codes.astype(np.uint8), bits), scale.reshape(-1), zero_points, n, k)
+    zero_points = None if symmetric else pack_codes(zp.astype(np.uint8).reshape(n, -1), bits).reshape(-1)
+    return Quantized(pack_codes(codes.astype(np.uint8), bits), scale.reshape(-1), zero_points, n, k)
 
 
 def _round(weight: np.ndarray, bits: int, block_size: int, symmetric: bool):
@@ -84,7 +84,7 @@ def fake_quantize(weight: np.ndarray, bits: int, block_size: int, symmetric: boo
     return codes.reshape(n, -1)[:, :k]
 
 
-def _pack(codes: np.ndarray, bits: int) -> np.ndarray:
+def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
     """Pack the last axis: 8-bit codes as they are, 4-bit codes two a byte, low nibble first."""
     if bits == 8:
         return codes

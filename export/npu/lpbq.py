@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from edgelm.errors import QuantizationError
+from edgelm.export.native.quant import pack_codes
 
 INT4 = (-8, 7)
 BLOCK_INTS = 15  # 4-bit unsigned block scales, 0 excluded
@@ -64,12 +65,8 @@ def int4_tensor(name: str, values: np.ndarray):
     """An INT4 TensorProto (two values a byte, low nibble first, as ONNX packs them)."""
     from onnx import TensorProto
 
-    flat = values.astype(np.int8).reshape(-1)
-    if flat.size % 2:
-        flat = np.append(flat, np.int8(0))
-    nibbles = flat.astype(np.uint8) & 0x0F
     tensor = TensorProto(name=name, data_type=TensorProto.INT4, dims=list(values.shape))
-    tensor.raw_data = (nibbles[0::2] | (nibbles[1::2] << 4)).astype(np.uint8).tobytes()
+    tensor.raw_data = pack_codes(values.astype(np.int8).reshape(-1).astype(np.uint8) & 0x0F, 4).tobytes()
     return tensor
 
 

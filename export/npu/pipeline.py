@@ -49,6 +49,9 @@ def check_npu_config(npu: NpuConfig) -> None:
         raise ExportError(f"--w4-max-cost must be a number from 0 (got {npu.w4_max_cost})")
     if npu.calibration not in ("auto", "awq", "none"):
         raise ExportError(f"--calibration for npu-qnn is auto, awq or none (got {npu.calibration!r})")
+    if npu.calibration == "awq" and not QdqScheme(npu.activations, npu.weights, npu.per_channel).lpbq:
+        raise ExportError("--calibration awq scales int4 per-channel (LPBQ) weights only; give --qdq-weights int4 "
+                          f"(got {npu.weights}{', --per-tensor' if not npu.per_channel else ''}) or drop it")
     if npu.block_size < 16 or npu.block_size & (npu.block_size - 1):
         raise ExportError(f"--block-size for LPBQ weights must be a power of two from 16 (got {npu.block_size})")
     if npu.chunk < 2 or npu.context <= npu.chunk:

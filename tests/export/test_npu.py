@@ -188,7 +188,8 @@ def test_bad_npu_options_fail_before_any_work(builds, tmp_path):
     from edgelm.export.config import NpuConfig
 
     for npu, match in ((NpuConfig(context=16, chunk=16), "chunk"), (NpuConfig(activations="uint3"), "QDQ type"),
-                       (NpuConfig(context=4096), "exceeds the model")):
+                       (NpuConfig(context=4096), "exceeds the model"),
+                       (NpuConfig(calibration="awq"), r"\(LPBQ\) weights only")):  # awq for int8: refused, not ignored
         with pytest.raises(Exception, match=match) as info:
             export_model(builds.hf("tiny-qwen2"), tmp_path / "bad", ExportConfig(target="npu-qnn", npu=npu,
                                                                                  progress=False))
