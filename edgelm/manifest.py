@@ -175,6 +175,15 @@ class QualityCheck:
 
 
 @dataclass(frozen=True)
+class Reasoning:
+    """A reasoning model's think markers, found in its chat template at export: the chain of thought is the
+    text between `start` and `end` (the template may already put `start` into the prompt)."""
+
+    start: str
+    end: str
+
+
+@dataclass(frozen=True)
 class Manifest:
     architecture: str
     model_type: str
@@ -189,6 +198,7 @@ class Manifest:
     chat_template: str | None = None
     bos_token: str | None = None
     eos_token: str | None = None
+    reasoning: Reasoning | None = None  # None: not a reasoning model (all generated text is the answer)
     weights: WeightStats | None = None
     target: str = "cpu"  # what the package was exported for: cpu (dynamic shapes) | npu-qnn (static pair)
     static: StaticGraphs | None = None

@@ -9,7 +9,8 @@ from typing import Any
 
 from edgelm import __version__
 from edgelm.export.source import CONFIG_FILES, TOKENIZER_FILES, ModelSource
-from edgelm.manifest import Generation, GraphIO, KVCache, Manifest, Quantization, StaticGraphs, WeightStats, file_entries
+from edgelm.manifest import (Generation, GraphIO, KVCache, Manifest, Quantization, Reasoning, StaticGraphs, WeightStats,
+                             file_entries)
 from edgelm.versions import package_versions
 
 MODEL_FILE = "model.onnx"
@@ -85,6 +86,7 @@ def write_manifest(
         chat_template=source.chat_template(),
         bos_token=_token_text(tok_config.get("bos_token")),
         eos_token=_token_text(tok_config.get("eos_token")),
+        reasoning=think_markers(source.chat_template()),
         weights=weights,
         target=target,
         static=static,
@@ -94,6 +96,16 @@ def write_manifest(
     )
     manifest.write(folder)
     return manifest
+
+
+# The markers reasoning models put around their chain of thought (data: add a family's pair here)
+THINK_MARKERS = (Reasoning("<think>", "</think>"),)
+
+
+def think_markers(template: str | None) -> Reasoning | None:
+    """The think markers a chat template uses (it writes both: the generation prompt opens the reasoning,
+    or earlier turns' reasoning is cut at the end marker), else None: not a reasoning model."""
+    return next((m for m in THINK_MARKERS if template and m.start in template and m.end in template), None)
 
 
 def generation_defaults(source: ModelSource) -> Generation:

@@ -33,8 +33,14 @@ class Decoder:
 
     def reset(self) -> None:
         """Forget the cached sequence."""
-        self.past = [self._empty] * len(self._past_names)
-        self.length = 0
+        self.truncate(0)
+
+    def truncate(self, n: int) -> None:
+        """Keep the first `n` cached positions (the keys/values of a token depend only on those before it)."""
+        self.past = ([np.ascontiguousarray(p[:, :, :n]) for p in self.past] if n else
+                     [self._empty] * len(self._past_names))
+        self.length = n
+        self.tokens: list[int] = getattr(self, "tokens", [])[:n]  # the ids whose keys/values the cache holds
 
     def _check(self, n: int) -> int:
         total = self.length + n
@@ -68,6 +74,7 @@ class Decoder:
         logits, *present = self.session.run([io.logits] + self._present_names, feeds)  # logits (1, n, vocab)
         self.past = present
         self.length = total
+        self.tokens.extend(ids[0].tolist())
         return logits[0, -1] if last_only else logits[0]
 
 
@@ -95,9 +102,10 @@ class SharedBufferDecoder(Decoder):
             self._binding.bind_output(present, "cpu", 0, buf.dtype, list(buf.shape), buf.ctypes.data)
         self._binding.bind_cpu_input(manifest.io.attention_mask, self._mask)
 
-    def reset(self) -> None:
-        self._mask[:] = 0
-        self.length = 0
+    def truncate(self, n: int) -> None:
+        self._mask[0, n:] = 0  # positions past n are invisible and written over by the next run
+        self.length = n
+        self.tokens = getattr(self, "tokens", [])[:n]
 
     def forward(self, ids, last_only: bool = True) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64).reshape(1, -1)
@@ -112,6 +120,7 @@ class SharedBufferDecoder(Decoder):
         self.session.run_with_iobinding(b)
         logits = b.get_outputs()[0].numpy()  # (1, kept, vocab)
         self.length = total
+        self.tokens.extend(ids[0].tolist())
         return logits[0, -1] if last_only else logits[0]
 
 

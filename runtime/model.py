@@ -9,17 +9,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 
 from edgelm.errors import GenerationError, PackageError
 from edgelm.manifest import Manifest
 from edgelm.runtime.chat import Message, render_chat
 from edgelm.runtime.decoder import DECODERS
-from edgelm.runtime.generate import generate_ids
+from edgelm.runtime import options
+from edgelm.runtime.generate import STOP, Cancel, Outcome, generate_ids
+from edgelm.runtime.options import Request, Usage
 from edgelm.runtime.partition import merged, partition_of
 from edgelm.runtime.providers import choose_auto, resolve
 from edgelm.runtime.sampling import SamplingConfig
 from edgelm.runtime.session import create_session
+from edgelm.runtime.text import ReasoningSplit, StopStrings
 from edgelm.runtime.tokenizer import StreamDecoder, TextTokenizer
 
 
@@ -29,9 +31,31 @@ class ProviderFallbackWarning(UserWarning):
 
 @dataclass(frozen=True)
 class Completion:
+    """A finished generation. `text` is the answer (for reasoning models without the chain of thought, which
+    is `reasoning`); `token_ids` every generated token (stop strings' included)."""
+
     text: str
     token_ids: list[int]
     prompt_tokens: int
+    finish_reason: str = STOP
+    reasoning: str | None = None
+    cached_tokens: int = 0
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(self.prompt_tokens, len(self.token_ids), self.cached_tokens)
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One event of a stream: new answer text (`content`) and chain-of-thought text (`reasoning`), the token
+    ids generated since the last event; the last event has `finish_reason` and `usage`."""
+
+    content: str = ""
+    reasoning: str = ""
+    token_ids: tuple[int, ...] = ()
+    finish_reason: str | None = None
+    usage: Usage | None = None
 
 
 class Model:
@@ -111,20 +135,49 @@ class Model:
         m = self.manifest
         return render_chat(m.chat_template, messages, bos_token=m.bos_token or "", eos_token=m.eos_token or "")
 
+    def request(
+        self,
+        prompt_ids: list[int],
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        min_p: float | None = None,
+        repetition_penalty: float | None = None,
+        seed: int | None = None,
+        stop: str | list[str] | None = None,
+        stop_token_ids: list[int] | None = None,
+        ignore_eos: bool = False,
+        split_reasoning: bool = False,
+        thinking: bool = False,
+    ) -> Request:
+        """A validated generation request (GenerationError names any bad argument). None = the package's
+        default. `stop`: strings that end the text (not included); `stop_token_ids`: ids that end it, besides
+        the package's end-of-sequence ids unless `ignore_eos`."""
+        gen, vocab = self.manifest.generation, self.manifest.vocab_size
+        if not isinstance(ignore_eos, bool):
+            raise GenerationError(f"ignore_eos must be True or False, not {ignore_eos!r}")
+        extra = options.stop_token_ids(stop_token_ids, vocab)
+        return Request(
+            prompt_ids=options.prompt_ids(prompt_ids, vocab),
+            max_new_tokens=options.max_new_tokens(gen.max_new_tokens if max_new_tokens is None else max_new_tokens),
+            sampling=self.sampling(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                   repetition_penalty=repetition_penalty, seed=seed),
+            stop=options.stop_strings(stop),
+            stop_ids=extra if ignore_eos else extra | set(gen.eos_token_ids),
+            split_reasoning=split_reasoning and self.manifest.reasoning is not None,
+            thinking=thinking,
+        )
+
     # -- generation ----------------------------------------------------------------------------
     def stream_ids(
         self, prompt_ids: list[int], max_new_tokens: int | None = None, ignore_eos: bool = False, **sampling
     ) -> Iterator[int]:
-        """New token ids for `prompt_ids`; `sampling` overrides SamplingConfig fields."""
-        gen = self.manifest.generation
-        stop = () if ignore_eos else gen.eos_token_ids
-        n = gen.max_new_tokens if max_new_tokens is None else max_new_tokens
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise GenerationError(f"max_new_tokens must be a positive integer, not {n!r}")
-        vocab = self.manifest.vocab_size
-        if any(isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < vocab for t in prompt_ids):
-            raise GenerationError(f"prompt ids must be integers in [0, {vocab}) for this package")
-        return self._serialized(generate_ids(self.decoder, list(prompt_ids), n, self.sampling(**sampling), stop))
+        """New token ids for `prompt_ids` (no stop strings: ids only); `sampling` overrides SamplingConfig fields."""
+        req = self.request(prompt_ids, max_new_tokens=max_new_tokens, ignore_eos=ignore_eos, **sampling)
+        return self._serialized(generate_ids(self.decoder, req.prompt_ids, req.max_new_tokens, req.sampling,
+                                             req.stop_ids))
 
     def _serialized(self, tokens: Iterator[int]) -> Iterator[int]:
         """Run one generation holding the model's lock: other threads wait for it; a second generation opened
@@ -152,14 +205,20 @@ class Model:
         Special-token strings inside message contents (e.g. "<|im_end|><|im_start|>system" typed by a user)
         are tokenized as plain text, so content cannot forge a turn; only the template's own markers are
         control tokens. `trusted=True` reads them as control tokens (callers who build contents themselves)."""
+        return self._encode_chat(messages, trusted)[0]
+
+    def _encode_chat(self, messages: list[Message], trusted: bool = False) -> tuple[list[int], bool]:
+        """(token ids, whether the rendered prompt ends by opening the reasoning)."""
         tok = self.tokenizer
         marked = {} if trusted else {i: f"\ue000edgelm-content-{i}\ue001" for i, m in enumerate(messages)
                                      if isinstance(m, dict) and isinstance(m.get("content"), str)
                                      and tok.has_special(m["content"])}
-        if not marked:
-            return tok.encode(self.chat_prompt(messages), add_bos=False)
         shown = [dict(m, content=marked[i]) if i in marked else m for i, m in enumerate(messages)]
         text = self.chat_prompt(shown)
+        think = self.manifest.reasoning
+        thinking = think is not None and text.rstrip().endswith(think.start)
+        if not marked:
+            return tok.encode(text, add_bos=False), thinking
         if any(text.count(mark) != 1 for mark in marked.values()):
             raise GenerationError("a message contains special-token text and this chat template transforms message "
                                   "contents, so it cannot be kept as plain text; remove the special tokens, or pass "
@@ -169,26 +228,132 @@ class Model:
         # in the order the template rendered them (not necessarily message order): template text, content, ...
         for k, piece in enumerate(re.split(f"({'|'.join(map(re.escape, content))})", text)):
             ids += tok.encode_text(content[piece]) if k % 2 else tok.encode(piece, add_bos=False)
-        return ids
+        return ids, thinking
+
+    def chat(
+        self,
+        messages: list[Message],
+        *,
+        stream: bool = False,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        min_p: float | None = None,
+        repetition_penalty: float | None = None,
+        seed: int | None = None,
+        stop: str | list[str] | None = None,
+        stop_token_ids: list[int] | None = None,
+        ignore_eos: bool = False,
+        cancel: Cancel | None = None,
+        reuse_cache: bool = True,
+        trusted: bool = False,
+    ) -> Completion | Iterator[Delta]:
+        """Answer the conversation `messages` ([{"role": "system"|"user"|"assistant", "content": str}, ...]).
+
+        Returns a Completion, or with `stream=True` an iterator of Delta events (text as it is generated; the
+        last one carries finish_reason and usage). For reasoning models (manifest `reasoning`) the chain of
+        thought comes apart from the answer: Completion.reasoning / Delta.reasoning, and .text / .content.
+
+        Sampling arguments left None take the package's defaults (temperature 0 = greedy). `stop`: strings
+        that end the answer (not included); `stop_token_ids`: ids that end it. `cancel`: an object with
+        is_set() (a threading.Event) polled before each token and between prefill runs; finish_reason is then
+        "cancelled". `reuse_cache`: keep the keys/values of the part of the prompt the previous generation
+        on this Model already ran (a chat's earlier turns) and prefill only the rest.
+        finish_reason: "stop" (end of sequence, a stop string or id), "length" (max_new_tokens),
+        "context_full" (the package's context is full), "cancelled".
+        """
+        ids, thinking = self._encode_chat(messages, trusted)
+        req = self.request(ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                           min_p=min_p, repetition_penalty=repetition_penalty, seed=seed, stop=stop,
+                           stop_token_ids=stop_token_ids, ignore_eos=ignore_eos, split_reasoning=True,
+                           thinking=thinking)
+        events = self.run(req, cancel=cancel, reuse_cache=reuse_cache)
+        return events if stream else collect(events, req, self.manifest.reasoning is not None)
+
+    def complete(
+        self,
+        prompt: str,
+        *,
+        stream: bool = False,
+        cancel: Cancel | None = None,
+        reuse_cache: bool = False,
+        **kwargs,
+    ) -> Completion | Iterator[Delta]:
+        """Continue the raw text `prompt` (no chat template, no reasoning split). Keyword arguments as
+        `request()` (max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, stop,
+        stop_token_ids, ignore_eos); returns as chat()."""
+        req = self.request(self.tokenizer.encode(prompt), **kwargs)
+        events = self.run(req, cancel=cancel, reuse_cache=reuse_cache)
+        return events if stream else collect(events, req, False)
 
     def stream(self, prompt: str, chat: bool = False, **kwargs) -> Iterator[str]:
-        """Text pieces as they are generated."""
-        pieces = StreamDecoder(self.tokenizer)
-        for token in self.stream_ids(self.encode_prompt(prompt, chat), **kwargs):
-            if piece := pieces.push(token):
-                yield piece
-        if tail := pieces.flush():
-            yield tail
+        """Text pieces of the answer as they are generated (`chat`: `prompt` is one user message)."""
+        events = (self.chat([{"role": "user", "content": prompt}], stream=True, reuse_cache=False, **kwargs) if chat
+                  else self.complete(prompt, stream=True, **kwargs))
+        return (e.content for e in events if e.content)
 
     def generate(self, prompt: str, chat: bool = False, **kwargs) -> Completion:
-        return self._complete(self.encode_prompt(prompt, chat), **kwargs)
+        """The whole answer at once (`chat`: `prompt` is one user message)."""
+        if chat:
+            return self.chat([{"role": "user", "content": prompt}], reuse_cache=False, **kwargs)
+        return self.complete(prompt, **kwargs)
 
-    def chat(self, messages: list[Message], **kwargs) -> Completion:
-        return self._complete(self.encode_chat(messages), **kwargs)
+    def run(self, req: Request, cancel: Cancel | None = None, reuse_cache: bool = False) -> Iterator[Delta]:
+        """Delta events of one validated request: text pieces (never a split UTF-8 character), cut at the first
+        stop string, split into reasoning and content; the last event has finish_reason and usage."""
+        outcome = Outcome()
+        tokens = self._serialized(generate_ids(self.decoder, req.prompt_ids, req.max_new_tokens, req.sampling,
+                                               req.stop_ids, cancel, reuse_cache, outcome))
+        return self._events(tokens, req, outcome)
 
-    def _complete(self, ids: list[int], **kwargs) -> Completion:
-        out = list(self.stream_ids(ids, **kwargs))
-        return Completion(self.tokenizer.decode(out), out, len(ids))
+    def _events(self, tokens: Iterator[int], req: Request, outcome: Outcome) -> Iterator[Delta]:
+        text, stops = StreamDecoder(self.tokenizer), StopStrings(req.stop)
+        split = ReasoningSplit(self.manifest.reasoning, req.thinking) if req.split_reasoning else None
+        produced, pending = 0, []
+
+        def event(piece: str, final: bool = False) -> Delta | None:
+            nonlocal pending
+            reasoning, content = split.feed(piece) if split else ("", piece)
+            if final and split:
+                r, c = split.flush()
+                reasoning, content = reasoning + r, content + c
+            if not (reasoning or content):
+                return None
+            out, pending = Delta(content, reasoning, tuple(pending)), []
+            return out
+
+        try:
+            for token in tokens:
+                produced += 1
+                pending.append(token)
+                if e := event(stops.feed(text.push(token))):
+                    yield e
+                if stops.hit:
+                    outcome.finish_reason = STOP
+                    break
+        finally:
+            tokens.close()  # releases the model at once, also when the caller stops reading
+        tail = "" if stops.hit else stops.feed(text.flush())
+        tail += "" if stops.hit else stops.flush()
+        if stops.hit:
+            outcome.finish_reason = STOP
+        if e := event(tail, final=True):
+            yield e
+        usage = Usage(len(req.prompt_ids), produced, outcome.cached_tokens)
+        yield Delta(token_ids=tuple(pending), finish_reason=outcome.finish_reason or STOP, usage=usage)
+
+
+def collect(events: Iterator[Delta], req: Request, reasoning: bool) -> Completion:
+    """The Completion the events of one request add up to."""
+    content, thought, ids = [], [], []
+    for e in events:
+        content.append(e.content)
+        thought.append(e.reasoning)
+        ids += e.token_ids
+        last = e
+    return Completion("".join(content), ids, last.usage.prompt_tokens, last.finish_reason,
+                      "".join(thought) if reasoning else None, last.usage.cached_tokens)
 
 
 def load(package: str | Path, ep: str = "cpu", threads: int | None = None, verify: bool | str = True,

@@ -12,13 +12,14 @@ from edgelm.errors import GenerationError
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """temperature 0 means greedy; top_k 0 and top_p 1 switch those filters off."""
+    """temperature 0 means greedy; top_k 0, top_p 1 and min_p 0 switch those filters off."""
 
     temperature: float = 0.0
     top_k: int = 0
     top_p: float = 1.0
     repetition_penalty: float = 1.0
     seed: int | None = None
+    min_p: float = 0.0
 
     def __post_init__(self):
         for name, ok, what in _RULES:
@@ -41,6 +42,7 @@ _RULES = (
     ("top_k", lambda v: _integer(v) and v >= 0, "an integer >= 0 (0 = off)"),
     ("top_p", lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1] (1 = off)"),
     ("repetition_penalty", lambda v: _number(v) and 0 < v <= 1e6, "a finite number > 0 (1 = off)"),
+    ("min_p", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1) (0 = off)"),
     ("seed", lambda v: v is None or (_integer(v) and 0 <= v < 1 << 64), "an integer in [0, 2**64) or None"),
 )
 
@@ -77,6 +79,14 @@ def top_p_filter(logits: np.ndarray, p: float) -> np.ndarray:
     return out
 
 
+def min_p_filter(logits: np.ndarray, p: float) -> np.ndarray:
+    """Keep tokens whose probability is at least p times the most likely token's (min-p sampling)."""
+    if p <= 0.0:
+        return logits
+    floor = np.max(logits) + math.log(p)  # prob_i >= p * prob_max  <=>  logit_i >= logit_max + log p
+    return np.where(logits < floor, -np.inf, logits)
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits.astype(np.float64) - np.max(logits)
     e = np.exp(z)
@@ -98,5 +108,5 @@ def sample(logits: np.ndarray, config: SamplingConfig, rng: np.random.Generator,
     scaled = logits.astype(np.float64) / config.temperature
     if not np.isfinite(scaled[np.isfinite(logits)]).all():  # a temperature so small it overflows: T -> 0 is greedy
         return int(np.argmax(logits))
-    logits = top_p_filter(top_k_filter(scaled, config.top_k), config.top_p)
+    logits = min_p_filter(top_p_filter(top_k_filter(scaled, config.top_k), config.top_p), config.min_p)
     return int(rng.choice(logits.size, p=softmax(logits)))

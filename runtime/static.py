@@ -60,7 +60,12 @@ class StaticDecoder:
         self.reset()
 
     def reset(self) -> None:
-        self.length = 0
+        self.truncate(0)
+
+    def truncate(self, n: int) -> None:
+        """Keep the first `n` cached positions (the mask hides the slots after them until they are written)."""
+        self.length = n
+        self.tokens: list[int] = getattr(self, "tokens", [])[:n]
 
     def forward(self, ids, last_only: bool = True) -> np.ndarray:
         """Run `ids` after the cached tokens; logits (vocab,) of the last one, or (n, vocab) for all."""
@@ -75,6 +80,7 @@ class StaticDecoder:
         for role, n, take in self.plan(self.length, len(ids)):
             logits = self._run(role, ids[start:start + take], n)
             rows.append(logits[:take])
+            self.tokens.extend(ids[start:start + take].tolist())
             start += take
             self.length += take
         out = np.concatenate(rows) if len(rows) > 1 else rows[0]
