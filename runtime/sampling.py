@@ -103,7 +103,7 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 def sample(logits: np.ndarray, config: SamplingConfig, rng: np.random.Generator, previous: np.ndarray) -> int:
     """Pick the next token id from one position's logits."""
     logits = repetition_penalty(logits.astype(np.float32), previous, config.repetition_penalty)
-    if config.temperature <= 0.0:
+    if config.temperature <= 0.0 or np.isposinf(logits).any():  # greedy; or a penalty that overflowed: all mass there
         return int(np.argmax(logits))
     scaled = logits.astype(np.float64) / config.temperature
     if not np.isfinite(scaled[np.isfinite(logits)]).all():  # a temperature so small it overflows: T -> 0 is greedy

@@ -73,6 +73,18 @@ class Builds:
             self.cache[key] = build_case(name, self.base)
         return self.cache[key]
 
+    def r1(self) -> tuple[Path, Path]:
+        """(HF folder, fp32 package) of the tiny DeepSeek-R1-Distill-like model (tests/r1_distill.py)."""
+        key = ("r1",)
+        if key not in self.cache:
+            from edgelm.export import ExportConfig, export_model
+            from tests.r1_distill import build_r1_tiny
+
+            hf = build_r1_tiny(self.base / "r1-hf")
+            export_model(hf, self.base / "r1-fp32", ExportConfig(quant="fp32", progress=False))
+            self.cache[key] = (hf, self.base / "r1-fp32")
+        return self.cache[key]
+
     def source(self, preset: str) -> Path:
         return self.smollm2_hf() if preset == "smollm2" else self.hf(preset)
 
