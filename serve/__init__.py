@@ -1,0 +1,13 @@
+"""edgelm.serve: an OpenAI-compatible local HTTP server for one edgelm package, with a web chat page.
+
+An extra (`pip install edgelm[serve]`: Starlette + uvicorn): the runtime never imports it, so an app that
+embeds the runtime does not carry a web stack.
+
+    edgelm serve PACKAGE [--host 127.0.0.1] [--port 8000]
+    # then any OpenAI client: OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="none")
+"""
+
+from edgelm.serve.app import create_app
+from edgelm.serve.server import Running, serve
+
+__all__ = ["Running", "create_app", "serve"]
