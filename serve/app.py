@@ -30,16 +30,16 @@ from edgelm.errors import EdgeLMError
 from edgelm.runtime.model import Completion
 from edgelm.runtime.options import Usage
 from edgelm.serve.openai_api import PARAMS, ApiError, Parsed, Responses, parse
+from edgelm.serve.limits import MAX_BODY, MAX_QUEUE
 from edgelm.serve.scheduler import END, Scheduler
 
 STATIC = Path(__file__).parent / "static"
-MAX_BODY = 1 << 20  # bytes of a request body (a long chat history is far below)
 
 
 class Server:
     """The routes' shared state: the model, its id, the scheduler and the limits."""
 
-    def __init__(self, model, model_id: str, max_queue: int = 16, max_body: int = MAX_BODY):
+    def __init__(self, model, model_id: str, max_queue: int = MAX_QUEUE, max_body: int = MAX_BODY):
         self.model, self.model_id, self.max_body = model, model_id, max_body
         self.scheduler = Scheduler(model, max_queue)
         self.started = int(time.time())
@@ -195,7 +195,7 @@ async def _http_error_response(request: Request, exc: HTTPException) -> JSONResp
     return JSONResponse(ApiError(exc.status_code, str(exc.detail)).body(), status_code=exc.status_code)
 
 
-def create_app(model, model_id: str, max_queue: int = 16, max_body: int = MAX_BODY) -> Starlette:
+def create_app(model, model_id: str, max_queue: int = MAX_QUEUE, max_body: int = MAX_BODY) -> Starlette:
     """The app serving `model` (a loaded edgelm.runtime.Model) as `model_id`."""
     server = Server(model, model_id, max_queue, max_body)
 

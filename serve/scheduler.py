@@ -12,13 +12,14 @@ import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from edgelm.serve.limits import MAX_QUEUE
 from edgelm.serve.openai_api import ApiError
 
 END = object()  # the last item a job puts on its queue
 
 
 class Scheduler:
-    def __init__(self, model, max_waiting: int = 16):
+    def __init__(self, model, max_waiting: int = MAX_QUEUE):
         self.model = model
         self.max_waiting = max_waiting
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="edgelm-generate")

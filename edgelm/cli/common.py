@@ -1,0 +1,100 @@
+"""Helpers the subcommands share: flag groups, loading a package from flags, argument types."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+
+
+def given(args, **names: str) -> dict:
+    """Config kwargs for the flags the user gave (None means: keep the config's default)."""
+    return {key: getattr(args, attr) for key, attr in names.items() if getattr(args, attr) is not None}
+
+
+def ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def csv(values) -> str:
+    return ",".join(str(v) for v in values)
+
+
+def defaults(cls) -> dict:
+    return {f.name: f.default for f in fields(cls)}
+
+
+def key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def add_provider_flags(p, ep_help: str) -> None:
+    p.add_argument("--ep", help=ep_help)
+    p.add_argument("--strict", action=argparse.BooleanOptionalAction, default=None,
+                   help="fail, naming the nodes, if any node would fall back to the CPU (default: on for NPU "
+                        "packages on their provider, off otherwise; --no-strict allows the fallback)")
+    p.add_argument("--ep-option", action="append", type=key_value, metavar="KEY=VALUE",
+                   help="provider option, e.g. soc_model=60 (repeatable)")
+
+
+def add_load_flags(p, default_ep: str = "cpu") -> None:
+    """Flags of the commands that load one package to generate (run, chat, serve)."""
+    add_provider_flags(p, f"execution provider: {default_ep} (default), auto, cpu, qnn, openvino, dml, ... "
+                          "(see edgelm info)")
+    p.set_defaults(default_ep=default_ep)
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the sha256 check of the package's files (paths, listing and sizes are still checked; "
+                   "files unchanged since a verified load are not rehashed anyway)")
+    p.add_argument("--context-cache", metavar="DIR",
+                   help="keep the provider's compiled EP-context model here (QNN): compile once, load fast")
+    p.add_argument("-t", "--threads", type=int, help="intra-op threads (default: physical cores)")
+
+
+# sampling flags: (flag, type, help); each maps to Model.request's argument of the same name
+SAMPLING_FLAGS = (
+    ("--max-new-tokens", int, "default: the package's"),
+    ("--temperature", float, "0 = greedy (default: the package's)"),
+    ("--top-k", int, "keep the k most likely tokens (0 = off)"),
+    ("--top-p", float, "nucleus sampling: keep the top tokens holding this probability mass (1 = off)"),
+    ("--min-p", float, "keep tokens at least this fraction as likely as the most likely one (0 = off)"),
+    ("--repetition-penalty", float, "CTRL-style penalty on tokens already seen (1 = off)"),
+    ("--seed", int, "sampling seed"),
+)
+
+
+def add_sampling_flags(p) -> None:
+    for flag, kind, text in SAMPLING_FLAGS:
+        p.add_argument(flag, type=kind, help=text)
+    p.add_argument("--stop", action="append", metavar="TEXT", help="stop string: the answer ends before it "
+                   "(repeatable)")
+
+
+def sampling_kwargs(args) -> dict:
+    """Model.request keyword arguments of the sampling flags given."""
+    out = {f[0][2:].replace("-", "_"): getattr(args, f[0][2:].replace("-", "_")) for f in SAMPLING_FLAGS}
+    return {k: v for k, v in {**out, "stop": args.stop}.items() if v is not None}
+
+
+def load_model(args):
+    from edgelm.runtime import load
+
+    model = load(args.package, ep=args.ep or args.default_ep, threads=args.threads, strict=args.strict,
+                 verify=not args.no_verify, provider_options=dict(args.ep_option or ()),
+                 context_cache=args.context_cache)
+    say_provider(model)
+    return model
+
+
+def say_provider(model) -> None:
+    if model.provider.reason:
+        print(f"edgelm: {model.provider.reason}", file=sys.stderr)

@@ -1,0 +1,50 @@
+"""`edgelm run`: generate from a package, streaming the text."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from edgelm.cli.common import add_load_flags, add_sampling_flags, load_model, sampling_kwargs
+
+
+def run(args) -> int:
+    model = load_model(args)
+    kw = {**sampling_kwargs(args), "ignore_eos": args.ignore_eos}
+    if args.chat:
+        events = model.chat([{"role": "user", "content": args.prompt}], stream=True, reuse_cache=False, **kw)
+    else:
+        events = model.complete(args.prompt, stream=True, **kw)
+    if args.json:
+        ids = model.encode_prompt(args.prompt, chat=args.chat)
+        out, content, reasoning = [], [], []
+        for e in events:
+            out += e.token_ids
+            content.append(e.content)
+            reasoning.append(e.reasoning)
+        record = {"prompt_ids": ids, "token_ids": out, "text": "".join(content), "finish_reason": e.finish_reason}
+        if model.manifest.reasoning is not None and args.chat:
+            record["reasoning"] = "".join(reasoning)
+        print(json.dumps(record, ensure_ascii=False))
+        return 0
+    for e in events:
+        if e.reasoning:
+            sys.stderr.write(e.reasoning)  # the chain of thought goes to stderr: stdout holds the answer
+            sys.stderr.flush()
+        sys.stdout.write(e.content)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def add(sub) -> None:
+    p = sub.add_parser("run", help="generate from a package, streaming the text")
+    p.add_argument("package")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--chat", action="store_true", help="wrap the prompt in the package's chat template")
+    add_sampling_flags(p)
+    p.add_argument("--ignore-eos", action="store_true", help="do not stop at end-of-sequence tokens")
+    add_load_flags(p)
+    p.add_argument("--json", action="store_true",
+                   help="print prompt ids, token ids, text and finish reason (and reasoning) as JSON")
+    p.set_defaults(func=run)

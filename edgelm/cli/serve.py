@@ -1,0 +1,51 @@
+"""`edgelm serve`: an OpenAI-compatible HTTP server for one package, with a web chat page at /."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from edgelm.cli.common import add_load_flags
+from edgelm.errors import UsageError
+
+
+def run(args) -> int:
+    try:
+        from edgelm.serve import create_app, serve
+        from edgelm.serve.server import LOOPBACK
+    except ImportError as exc:
+        raise UsageError(f"edgelm serve needs the [serve] extra ({exc.name} is missing): "
+                         "pip install 'edgelm[serve]'") from None
+    for flag, value, low in (("--port", args.port, 0), ("--max-queue", args.max_queue, 0),
+                             ("--max-body", args.max_body, 1024)):
+        if not low <= value <= (65535 if flag == "--port" else 1 << 30):
+            raise UsageError(f"{flag} {value} is out of range")
+    from edgelm.cli.common import load_model
+
+    model = load_model(args)
+    model_id = args.model_id or Path(args.package).resolve().name
+    app = create_app(model, model_id, max_queue=args.max_queue, max_body=args.max_body)
+    if args.host not in LOOPBACK:
+        print(f"edgelm: warning: serving on {args.host}: anyone who can reach it can use the model "
+              "(no authentication)", file=sys.stderr)
+    print(f"edgelm serve: {model_id} on {model.provider.spec.name} at http://{args.host}:{args.port} "
+          f"(chat page: /, OpenAI API: /v1); Ctrl-C stops", file=sys.stderr)
+    serve(app, args.host, args.port, log_level=args.log_level)
+    return 0
+
+
+def add(sub) -> None:
+    from edgelm.serve.limits import MAX_BODY, MAX_QUEUE, PORT
+
+    p = sub.add_parser("serve", help="OpenAI-compatible local server (/v1/chat/completions) with a web chat page")
+    p.add_argument("package")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=PORT, help=f"port (default {PORT})")
+    p.add_argument("--model-id", help="the model's name in the API (default: the package folder's name)")
+    p.add_argument("--max-queue", type=int, default=MAX_QUEUE,
+                   help=f"requests that may wait for the model; more get HTTP 429 (default {MAX_QUEUE})")
+    p.add_argument("--max-body", type=int, default=MAX_BODY, help=f"largest request body in bytes (default {MAX_BODY})")
+    p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn's log level (default warning; info logs each request)")
+    add_load_flags(p, default_ep="auto")
+    p.set_defaults(func=run)
