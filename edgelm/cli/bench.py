@@ -1,4 +1,4 @@
-"""`edgelm bench`: load, TTFT, prefill/decode speed, memory; `bench compare OLD NEW`."""
+"""`edgelm bench`: load, TTFT, prefill/decode speed, memory; `bench compare OLD NEW`; `bench chat PACKAGE`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from edgelm.errors import UsageError
 def run(args) -> int:
     if args.package[0] == "compare":
         return _bench_compare(args)
+    if args.package[0] == "chat":
+        return _bench_chat(args)
     from dataclasses import replace
 
     from edgelm.bench import BenchConfig, run_bench
@@ -75,6 +77,17 @@ def _check_bench_outputs(args) -> None:
         raise UsageError(f"--plot {args.plot} is a file; give a folder for the PNG plots")
 
 
+def _bench_chat(args) -> int:
+    """Multi-turn TTFT with and without cache reuse; edgelm serve's overhead vs the in-process API."""
+    from edgelm.bench.chat import report
+
+    if len(args.package) != 2:
+        raise UsageError("usage: edgelm bench chat PACKAGE")
+    threads = args.t[0] if args.t else None
+    print(report(args.package[1], rounds=args.r or 5, threads=threads, ep=args.ep or "cpu"), end="")
+    return 0
+
+
 def _bench_compare(args) -> int:
     from edgelm.bench.compare import compare
     from edgelm.bench.report import read_rows
@@ -100,7 +113,8 @@ def add(sub) -> None:
         description="Comma lists sweep every combination. Timed: prefill of -p random token ids to the first "
         "token, then -n single-token decode steps (argmax each); tokenization excluded.",
     )
-    p.add_argument("package", nargs="+", help="package folder(s), or: compare OLD NEW")
+    p.add_argument("package", nargs="+", help="package folder(s); or: compare OLD NEW; or: chat PACKAGE (multi-turn "
+                   "TTFT with/without cache reuse, edgelm serve overhead)")
     p.add_argument("-p", type=ints, help=f"prompt tokens, e.g. 128,512 (default {csv(bd['prompt_tokens'])})")
     p.add_argument("-n", type=ints, help=f"generated tokens (default {csv(bd['gen_tokens'])})")
     p.add_argument("-t", type=ints, help="threads, e.g. 1,2 (default: physical cores)")
