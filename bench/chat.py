@@ -5,8 +5,9 @@
 - `server_overhead`: the same streamed chat request through `edgelm serve` (a separate process, the real
   `openai` client over loopback) vs the in-process API: time to first token and decode ms/token.
 
-Timed with the public API from the call to the first text event (TTFT) and between the first and last
-(decode); tokenization and the chat template are inside the time, as an app pays for them. Engines are
+Timed with the public API: multi-turn TTFT is the time of a chat() call asking for one token; the server
+comparison times a stream from the call to the first text event (TTFT) and from there to its end (decode).
+Tokenization and the chat template are inside the time, as an app pays for them. Engines are
 interleaved round by round; medians with the spread (min-max) of the rounds.
 """
 
@@ -52,17 +53,27 @@ def _timed(events) -> tuple[float, float, int]:
             first = time.perf_counter()
         last = e
     end = time.perf_counter()
+    first = end if first is None else first  # no text at all (e.g. a synthetic model's bytes): the whole call
     return first - start, end - first, last.usage.completion_tokens
 
 
-def conversation(model, turns: int, answer_tokens: int) -> list[dict]:
-    """The first `turns` - 1 turns with the model's own greedy answers, then the last question."""
+# An answer for models whose own answers are no text (synthetic weights over an offline tokenizer smaller than
+# the model's vocabulary generate ids that tokenizer cannot decode); the report says when it was used.
+FILLER = ("Paris has been the capital for most of the last thousand years. It sits on the Seine, and its "
+          "museums, bridges and cafes draw visitors from all over the world every year.")
+
+
+def conversation(model, turns: int, answer_tokens: int) -> tuple[list[dict], bool]:
+    """The first `turns` - 1 turns with the model's own greedy answers (FILLER where an answer has no text),
+    then the last question; and whether FILLER was used."""
     history: list[dict] = []
+    filler = False
     for q in QUESTIONS[: turns - 1]:
         history.append({"role": "user", "content": q})
-        history.append({"role": "assistant", "content": model.chat(history, max_new_tokens=answer_tokens,
-                                                                   temperature=0.0).text})
-    return history + [{"role": "user", "content": QUESTIONS[turns - 1]}]
+        answer = model.chat(history, max_new_tokens=answer_tokens, temperature=0.0).text
+        filler = filler or not answer.strip()
+        history.append({"role": "assistant", "content": answer if answer.strip() else FILLER})
+    return history + [{"role": "user", "content": QUESTIONS[turns - 1]}], filler
 
 
 def multi_turn(package: str, rounds: int = 5, answer_tokens: int = 64, threads: int | None = None,
@@ -70,21 +81,24 @@ def multi_turn(package: str, rounds: int = 5, answer_tokens: int = 64, threads: 
     from edgelm.runtime import load
 
     model = load(package, ep=ep, threads=threads)
-    history = conversation(model, len(QUESTIONS), answer_tokens)
+    history, filler = conversation(model, len(QUESTIONS), answer_tokens)
     warm = Measure("turn 5 TTFT, cache reused", "ms")
     cold = Measure("turn 5 TTFT, cold prefill", "ms")
     info = {}
-    kw = {"max_new_tokens": 8, "temperature": 0.0, "ignore_eos": True, "stream": True}
+    kw = {"max_new_tokens": 1, "temperature": 0.0, "ignore_eos": True, "stream": True}  # TTFT: the call's time
     for _ in range(rounds):
         for k in range(1, len(history) - 1, 2):  # replay turns 1-4 as an app would: each reuses the one before
             list(model.chat(history[:k], max_new_tokens=answer_tokens, temperature=0.0, stream=True))
-        ttft, _, _ = _timed(_recording(model.chat(history, **kw), info, "warm"))
-        warm.samples.append(ttft * 1e3)
-        ttft, _, _ = _timed(_recording(model.chat(history, reuse_cache=False, **kw), info, "cold"))
-        cold.samples.append(ttft * 1e3)
+        start = time.perf_counter()
+        list(_recording(model.chat(history, **kw), info, "warm"))
+        warm.samples.append((time.perf_counter() - start) * 1e3)
+        start = time.perf_counter()
+        list(_recording(model.chat(history, reuse_cache=False, **kw), info, "cold"))
+        cold.samples.append((time.perf_counter() - start) * 1e3)
     warm.note = f"prefilled {info['warm'].prompt_tokens - info['warm'].cached_tokens} of {info['warm'].prompt_tokens}"
     cold.note = f"prefilled {info['cold'].prompt_tokens} of {info['cold'].prompt_tokens}"
-    return [warm, cold], {"prompt_tokens": info["cold"].prompt_tokens, "cached_tokens": info["warm"].cached_tokens}
+    return [warm, cold], {"prompt_tokens": info["cold"].prompt_tokens, "cached_tokens": info["warm"].cached_tokens,
+                          "filler": filler}
 
 
 def _recording(events, info: dict, key: str):
@@ -133,11 +147,13 @@ def _timed_openai(stream) -> tuple[float, float, int]:
     start = time.perf_counter()
     first, tokens = None, 0
     for chunk in stream:
-        if first is None and chunk.choices and chunk.choices[0].delta.content:
+        delta = chunk.choices[0].delta if chunk.choices else None
+        if first is None and delta is not None and (delta.content or (delta.model_extra or {}).get("reasoning_content")):
             first = time.perf_counter()
         if chunk.usage is not None:
             tokens = chunk.usage.completion_tokens
     end = time.perf_counter()
+    first = end if first is None else first
     return first - start, end - first, tokens
 
 
@@ -178,7 +194,9 @@ def report(package: str, rounds: int = 5, threads: int | None = None, ep: str = 
     lines = [f"package {package}, {ep}, threads {threads or 'default'}, {cpu_model()}, {versions('onnxruntime')}",
              "", head, *(m.line() for m in turns), "",
              f"turn 5 ({sizes['prompt_tokens']} prompt tokens, {sizes['cached_tokens']} reused): "
-             f"cold / reused TTFT = {ratio:.1f}x", "", head, *(m.line() for m in overhead), "",
+             f"cold / reused TTFT = {ratio:.1f}x" + (" (the model's answers had no text: a fixed answer stood in "
+                                                     "for them)" if sizes["filler"] else ""),
+             "", head, *(m.line() for m in overhead), "",
              f"server overhead per token: {extra:+.2f} ms ({100 * extra / overhead[2].median:+.1f}%), "
              f"TTFT {overhead[1].median - overhead[0].median:+.1f} ms"]
     return "\n".join(lines) + "\n"
