@@ -12,7 +12,9 @@ from edgelm.errors import GenerationError
 from edgelm.runtime.decoder import Decoder
 from edgelm.runtime.sampling import SamplingConfig, sample
 
-PREFILL_CHUNK = 256  # prompt tokens a run when a generation can be cancelled: a cancel waits for one run at most
+# prompt tokens a prefill run when a generation can be cancelled: a cancel waits for one run at most (static
+# decoders run their own chunk: `cancel_step`)
+PREFILL_CHUNK = 256
 
 # why a generation ended (OpenAI's names where it has one; its "length" covers both of ours)
 STOP, LENGTH, CONTEXT_FULL, CANCELLED = "stop", "length", "context_full", "cancelled"
@@ -86,7 +88,7 @@ def _prefill(decoder, prompt: list[int], cancel: Cancel | None, reuse: bool, out
     decoder.truncate(keep)
     outcome.cached_tokens, outcome.prefilled_tokens = keep, len(prompt) - keep
     rest = prompt[keep:]
-    step = PREFILL_CHUNK if cancel is not None else len(rest)
+    step = getattr(decoder, "cancel_step", PREFILL_CHUNK) if cancel is not None else len(rest)
     logits = None
     for start in range(0, len(rest), step):
         if cancel is not None and cancel.is_set():

@@ -36,6 +36,7 @@ class StaticDecoder:
         self.manifest, self.static = manifest, static
         self.prefill, self.decode = sessions["prefill"], sessions["decode"]
         self.decode_tokens = static.decode_tokens
+        self.cancel_step = static.chunk  # a cancellable prefill feeds one graph run at a time
         self.context_length = static.context - static.decode_tokens + 1  # the last run needs context - N past slots
         self.rotary = _array(folder, static.rotary_file, np.float32, 3)  # (2, context, hd): cos, signed sin
         # (vocab, hidden): int8 (float32 in the fp32 parity tests of the graphs)

@@ -34,6 +34,7 @@ from edgelm.serve.limits import MAX_BODY, MAX_QUEUE
 from edgelm.serve.scheduler import END, Scheduler
 
 STATIC = Path(__file__).parent / "static"
+DISCONNECT_POLL = 0.25  # seconds between checks that a non-streaming request's client is still there
 
 
 class Server:
@@ -107,12 +108,17 @@ class Server:
 
     async def _whole(self, request: Request, queue, cancel, responses: Responses, req, chat: bool) -> JSONResponse:
         content, reasoning, ids, last = [], [], [], None
+        checked = time.monotonic()
         while True:
             try:
-                item = await asyncio.wait_for(queue.get(), 0.5)
+                item = await asyncio.wait_for(queue.get(), DISCONNECT_POLL)
             except asyncio.TimeoutError:
+                item = None
+            if time.monotonic() - checked >= DISCONNECT_POLL:  # however fast events come
+                checked = time.monotonic()
                 if await request.is_disconnected():  # the client left: stop its generation, answer no one
                     cancel.set()
+            if item is None:
                 continue
             if item is END:
                 break

@@ -205,3 +205,31 @@ def test_a_client_that_disconnects_frees_the_server(server, client):
     assert get(server.url + "/health")[1]["queue"]["running"] == 0
     assert len(model.decoder.tokens) < 300  # stopped well before its 480 tokens
     assert_healthy(server, client)
+
+
+def test_a_client_that_gives_up_on_a_whole_answer_frees_the_server(package):
+    """Non-streamed: the server notices the closed connection while it generates and cancels."""
+    model = load(package)
+    forward = model.decoder.forward  # 20 ms a token: the client's 1 s timeout comes first
+    model.decoder.forward = lambda *args, **kw: (time.sleep(0.02), forward(*args, **kw))[1]
+    with Running(create_app(model, "tiny")) as server:
+        impatient = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0, timeout=1.0)
+        with pytest.raises(openai.APITimeoutError):
+            impatient.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=480,
+                                              extra_body={"ignore_eos": True})
+        deadline = time.monotonic() + 20
+        while get(server.url + "/health")[1]["queue"]["running"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert get(server.url + "/health")[1]["queue"]["running"] == 0
+        assert len(model.decoder.tokens) < 300  # 480 tokens would take 10 s
+
+
+def test_a_stopping_server_answers_503(package):
+    with Running(create_app(load(package), "tiny")) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
+        server.server.config.app.state.server.scheduler.close()
+        status, body = get(server.url + "/health")
+        assert status == 503 and body["status"] == "stopping"
+        with pytest.raises(openai.APIStatusError) as err:
+            client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=2)
+        assert err.value.status_code == 503 and err.value.body["code"] == "shutting_down"
