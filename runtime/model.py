@@ -14,9 +14,9 @@ from edgelm.errors import GenerationError, PackageError
 from edgelm.manifest import Manifest
 from edgelm.runtime.chat import Message, render_chat
 from edgelm.runtime.decoder import DECODERS
-from edgelm.runtime import options
+from edgelm.runtime import options as options_
 from edgelm.runtime.generate import STOP, Cancel, Outcome, generate_ids
-from edgelm.runtime.options import Request, Usage
+from edgelm.runtime.options import OPTIONS, SAMPLING_OPTIONS, Request, Usage
 from edgelm.runtime.partition import merged, partition_of
 from edgelm.runtime.providers import choose_auto, resolve
 from edgelm.runtime.sampling import SamplingConfig
@@ -135,36 +135,26 @@ class Model:
         m = self.manifest
         return render_chat(m.chat_template, messages, bos_token=m.bos_token or "", eos_token=m.eos_token or "")
 
-    def request(
-        self,
-        prompt_ids: list[int],
-        *,
-        max_new_tokens: int | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        min_p: float | None = None,
-        repetition_penalty: float | None = None,
-        seed: int | None = None,
-        stop: str | list[str] | None = None,
-        stop_token_ids: list[int] | None = None,
-        ignore_eos: bool = False,
-        split_reasoning: bool = False,
-        thinking: bool = False,
-    ) -> Request:
-        """A validated generation request (GenerationError names any bad argument). None = the package's
-        default. `stop`: strings that end the text (not included); `stop_token_ids`: ids that end it, besides
-        the package's end-of-sequence ids unless `ignore_eos`."""
+    def request(self, prompt_ids: list[int], *, split_reasoning: bool = False, thinking: bool = False,
+                **options) -> Request:
+        """A validated generation request (GenerationError names any bad argument). `options`: the generation
+        options chat() lists (options.OPTIONS: max_new_tokens, temperature, top_k, top_p, min_p,
+        repetition_penalty, seed, stop, stop_token_ids, ignore_eos); None = the package's default."""
+        unknown = set(options) - set(OPTIONS)
+        if unknown:
+            raise TypeError(f"unknown generation option(s) {', '.join(sorted(unknown))}; the options are "
+                            f"{', '.join(OPTIONS)}")
         gen, vocab = self.manifest.generation, self.manifest.vocab_size
+        ignore_eos = options.get("ignore_eos", False)
         if not isinstance(ignore_eos, bool):
             raise GenerationError(f"ignore_eos must be True or False, not {ignore_eos!r}")
-        extra = options.stop_token_ids(stop_token_ids, vocab)
+        extra = options_.stop_token_ids(options.get("stop_token_ids"), vocab)
+        n = options.get("max_new_tokens")
         return Request(
-            prompt_ids=options.prompt_ids(prompt_ids, vocab),
-            max_new_tokens=options.max_new_tokens(gen.max_new_tokens if max_new_tokens is None else max_new_tokens),
-            sampling=self.sampling(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                                   repetition_penalty=repetition_penalty, seed=seed),
-            stop=options.stop_strings(stop),
+            prompt_ids=options_.prompt_ids(prompt_ids, vocab),
+            max_new_tokens=options_.max_new_tokens(gen.max_new_tokens if n is None else n),
+            sampling=self.sampling(**{k: options.get(k) for k in SAMPLING_OPTIONS}),
+            stop=options_.stop_strings(options.get("stop")),
             stop_ids=extra if ignore_eos else extra | set(gen.eos_token_ids),
             split_reasoning=split_reasoning and self.manifest.reasoning is not None,
             thinking=thinking,
@@ -263,11 +253,9 @@ class Model:
         finish_reason: "stop" (end of sequence, a stop string or id), "length" (max_new_tokens),
         "context_full" (the package's context is full), "cancelled".
         """
+        given = {k: v for k, v in locals().items() if k in OPTIONS}  # the options named in the signature
         ids, thinking = self._encode_chat(messages, trusted)
-        req = self.request(ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                           min_p=min_p, repetition_penalty=repetition_penalty, seed=seed, stop=stop,
-                           stop_token_ids=stop_token_ids, ignore_eos=ignore_eos, split_reasoning=True,
-                           thinking=thinking)
+        req = self.request(ids, split_reasoning=True, thinking=thinking, **given)
         events = self.run(req, cancel=cancel, reuse_cache=reuse_cache)
         return events if stream else collect(events, req, self.manifest.reasoning is not None)
 

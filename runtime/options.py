@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from edgelm.errors import GenerationError
 from edgelm.runtime.sampling import SamplingConfig
 
+# the generation options of Model.chat/complete/request (those of SamplingConfig first)
+SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed")
+OPTIONS = ("max_new_tokens", *SAMPLING_OPTIONS, "stop", "stop_token_ids", "ignore_eos")
 MAX_STOP_STRINGS = 16
 MAX_STOP_CHARS = 256
 
