@@ -115,7 +115,9 @@ def describe_package(path: str) -> str:
         f"target       {m.target}" + (_static_line(m.static) if m.static else ""),
         f"kv cache     {kv.num_layers} layers x {kv.num_kv_heads} kv heads x {kv.head_dim} dims, {kv.dtype}",
         f"eos ids      {list(m.generation.eos_token_ids)}, add BOS: {m.generation.add_bos}",
-        f"chat         {'template present' if m.chat_template else 'no template'}",
+        f"chat         {'template present' if m.chat_template else 'no template'}"
+        + (f"; reasoning model: chain of thought between {m.reasoning.start} and {m.reasoning.end}"
+           if m.reasoning else ""),
         f"made by      " + ", ".join(f"{k} {v}" for k, v in m.producer.items())
         + f"; {m.source.get('backend', '?')} builder",
         *([f"  because    the native builder declines: {m.source['backend_reason']}"]

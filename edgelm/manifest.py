@@ -303,6 +303,9 @@ def _BOUNDS(m: Manifest) -> list[tuple[str, Any, Any]]:
         ("generation.max_new_tokens", gen.max_new_tokens, _between(1, 1 << 24)),
         ("generation.eos_token_ids", gen.eos_token_ids, lambda ids: all(_between(0, 1 << 24)(i) for i in ids)),
     ]
+    if m.reasoning is not None:
+        marker = lambda v: 0 < len(v) <= 64  # noqa: E731
+        rows += [("reasoning.start", m.reasoning.start, marker), ("reasoning.end", m.reasoning.end, marker)]
     if m.static is not None:
         rows += [("static.context", m.static.context, _between(1, 1 << 20)),
                  ("static.chunk", m.static.chunk, _between(1, m.static.context)),

@@ -122,3 +122,19 @@ def test_chat_splits_the_generated_reasoning_in_results_and_streams(builds):
 
 def test_packages_of_plain_chat_models_have_no_markers(builds):
     assert load(builds.package("tiny-llama", "fp32")).manifest.reasoning is None
+
+
+def test_a_manifest_with_empty_think_markers_is_refused(builds, tmp_path):
+    import json
+    import shutil
+
+    from edgelm.errors import PackageError
+
+    _, package = builds.r1()
+    copy = tmp_path / "pkg"
+    shutil.copytree(package, copy)
+    data = json.loads((copy / "edgelm.json").read_text())
+    data["reasoning"] = {"start": "<think>", "end": ""}
+    (copy / "edgelm.json").write_text(json.dumps(data))
+    with pytest.raises(PackageError, match="reasoning.end"):
+        load(copy)
