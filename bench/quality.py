@@ -20,6 +20,7 @@ import numpy as np
 from edgelm.data import CORPUS
 from edgelm.errors import BenchError
 from edgelm.manifest import MANIFEST_NAME
+from edgelm.progress import Progress, as_progress
 from edgelm.runtime.sampling import log_softmax
 
 PROMPTS = (
@@ -152,18 +153,28 @@ def agreement(model, reference, prompts=PROMPTS, n: int = 32, chat: bool = False
 
 def evaluate(package: str | Path, ref: str | Path | None = None, window: int = 256, ep: str = "cpu",
              chat: bool = False, with_perplexity: bool = True, text: str | None = None,
-             divergence: bool = False) -> Quality:
+             divergence: bool = False, progress: bool | Progress = False) -> Quality:
     """Perplexity (on `text`, default the shipped corpus) and, with `ref`, agreement with it; `divergence`
     also compares every position of the text with the reference (in the same pass); `chat`: the agreement
     prompts are CHAT_PROMPTS through the chat template instead of PROMPTS."""
     from edgelm.runtime import load
 
-    model = load(package, ep=ep)
-    reference = open_reference(ref) if ref is not None else None
+    progress = as_progress(progress)
+    with progress.stage(f"load {Path(package).name} on {ep}"):
+        model = load(package, ep=ep)
+    reference = None
+    if ref is not None:
+        with progress.stage(f"load the reference {ref}"):
+            reference = open_reference(ref)
     ppl = kl = top = None
     if with_perplexity:
-        ppl, kl, top = text_pass(model, reference if divergence else None, text, window)
+        what = "perplexity" + (" and divergence from the reference" if divergence and reference else "")
+        with progress.stage(f"{what} on {'the given text' if text else 'the shipped corpus'} "
+                            f"(windows of {window} tokens)"):
+            ppl, kl, top = text_pass(model, reference if divergence else None, text, window)
     if reference is None:
         return Quality(ppl)
     prompts = CHAT_PROMPTS if chat else PROMPTS
-    return Quality(ppl, agreement(model, reference, prompts, chat=chat), str(ref), kl, top)
+    with progress.stage(f"greedy agreement with the reference ({len(prompts)} prompts x 32 tokens)"):
+        agreed = agreement(model, reference, prompts, chat=chat)
+    return Quality(ppl, agreed, str(ref), kl, top)

@@ -23,6 +23,7 @@ from edgelm.bench.config import BenchConfig
 from edgelm.bench.schema import BenchRow, Stat, percentile
 from edgelm.bench.system import git_commit, system_info, versions
 from edgelm.errors import BenchError
+from edgelm.progress import Progress, as_progress
 
 MIB = 1 << 20
 
@@ -66,31 +67,31 @@ def run_bench(
     packages: list[str | Path],
     config: BenchConfig = BenchConfig(),
     peers: dict[str, str | None] | None = None,
-    progress: bool = False,
+    progress: bool | Progress = False,
 ) -> BenchResult:
     """Benchmark every package (and each peer engine -> its target) over every configuration."""
     if min(config.prompt_tokens + config.gen_tokens) < 1 or config.repetitions < 1:
         raise BenchError("-p, -n and -r must be at least 1")
     result = BenchResult()
     todo = jobs([str(p) for p in packages], config)
-    bar = _progress(len(todo) * (config.repetitions + config.warmup), progress)
+    progress = as_progress(progress)
     for package, ep, threads, pp, tg in todo:
         # a peer without a target of its own (optimum) runs the package's graph
         engines = [("edgelm", package)] + [(e, t or package) for e, t in (peers or {}).items()]
-        result.rows += _run_job(engines, ep, threads, pp, tg, config, result.notes, bar)
-    if bar is not None:
-        bar.close()
+        result.rows += _run_job(engines, ep, threads, pp, tg, config, result.notes, progress)
     return result
 
 
-def _run_job(engines, ep, threads, pp, tg, config: BenchConfig, notes: list[str], bar) -> list[BenchRow]:
+def _run_job(engines, ep, threads, pp, tg, config: BenchConfig, notes: list[str], progress: Progress
+             ) -> list[BenchRow]:
     workers, loaded = [], {}
     try:
         for engine, target in engines:
-            worker = Worker(engine, target)
-            workers.append(worker)
-            reply = worker.ask(cmd="load", engine=engine, target=target, ep=ep, threads=threads,
-                               strict=config.strict, provider_options=dict(config.provider_options))
+            with progress.stage(f"load {engine} ({target}) in a worker process"):
+                worker = Worker(engine, target)
+                workers.append(worker)
+                reply = worker.ask(cmd="load", engine=engine, target=target, ep=ep, threads=threads,
+                                   strict=config.strict, provider_options=dict(config.provider_options))
             if "error" in reply:
                 if engine == "edgelm":
                     raise BenchError(f"cannot load {target}: {reply['error']}")
@@ -104,14 +105,15 @@ def _run_job(engines, ep, threads, pp, tg, config: BenchConfig, notes: list[str]
         vocab = min(r["vocab"] for r in loaded.values())
         prompt = np.random.default_rng(config.seed).integers(0, vocab, size=pp).tolist()
         rounds: dict[Worker, list[dict]] = {w: [] for w in loaded}
-        for i in range(config.warmup + config.repetitions):
-            for worker in loaded:  # interleaved: one round per engine, in turn
-                reply = worker.ask(cmd="round", prompt=prompt, tg=tg if i >= config.warmup else min(tg, 8))
-                if "error" in reply:
-                    raise BenchError(f"{worker.engine} failed during a round: {reply['error']}")
-                if i >= config.warmup:
-                    rounds[worker].append(reply)
-            if bar is not None:
+        what = f"bench pp{pp} tg{tg} on {ep}, {threads or 'default'} threads: {config.warmup} warm-up + rounds"
+        with progress.stage(what, total=config.warmup + config.repetitions, unit="round") as bar:
+            for i in range(config.warmup + config.repetitions):
+                for worker in loaded:  # interleaved: one round per engine, in turn
+                    reply = worker.ask(cmd="round", prompt=prompt, tg=tg if i >= config.warmup else min(tg, 8))
+                    if "error" in reply:
+                        raise BenchError(f"{worker.engine} failed during a round: {reply['error']}")
+                    if i >= config.warmup:
+                        rounds[worker].append(reply)
                 bar.update(1)
         rows = []
         for worker, load in loaded.items():
@@ -177,13 +179,3 @@ def _provenance() -> dict:
         "git_commit": git_commit(),
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc="bench", unit="round", file=sys.stderr)

@@ -27,6 +27,7 @@ import numpy as np
 from edgelm.data import CORPUS
 from edgelm.errors import ExportError
 from edgelm.manifest import Manifest, QualityCheck
+from edgelm.progress import Progress, as_progress
 from edgelm.runtime.sampling import log_softmax
 
 # max |logit diff| allowed: absolute + relative to the reference's largest |logit| (measured, README:
@@ -129,33 +130,25 @@ def measure(sequences, got: list[np.ndarray], want: list[np.ndarray], starts: li
 
 
 def self_check(stage: Path, source, manifest: Manifest, min_agreement: float | None = None,
-               progress: bool = True) -> Manifest:
+               progress: bool | Progress = True) -> Manifest:
     """Check the package written in `stage` against `source`; return its manifest with the quality block (also
     written). Raises ExportError for a float package beyond tolerance or a top-1 below `min_agreement`."""
     from edgelm.export.reference import StreamedReference
 
     device = _device_provider(manifest)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=3 if device else 2, desc="self-check", unit="step", leave=False)
-    sequences, got, starts, text = _package_pass(stage)
+    progress = as_progress(progress)
+    with progress.stage("self-check: run the package on the CPU (4 windows, 2 continuations)"):
+        sequences, got, starts, text = _package_pass(stage)
     on_device = None
     if device:  # the same sequences through the compiled context binary (the HTP simulator on x86)
-        if bar is not None:
-            bar.update(1)
-        on_device = _package_pass(stage, device, sequences)[1]
-    if bar is not None:
-        bar.update(1)
-    reference = StreamedReference(source.path)
-    want = reference.logits(sequences)
-    described = reference.description
-    del reference
-    release_memory()
-    if bar is not None:
-        bar.update(1)
-        bar.close()
+        with progress.stage(f"self-check: the same sequences on {device}"):
+            on_device = _package_pass(stage, device, sequences)[1]
+    with progress.stage("self-check: the source model in transformers (the reference)"):
+        reference = StreamedReference(source.path)
+        want = reference.logits(sequences)
+        described = reference.description
+        del reference
+        release_memory()
     mode = manifest.quantization.mode
     scale = max(float(np.abs(w).max()) for w in want)
     tolerance = None

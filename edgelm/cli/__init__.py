@@ -1,5 +1,4 @@
-"""`edgelm export | run | chat | serve | bench | eval | info | demo`: one module a subcommand (the table
-SUBCOMMANDS), each importing its part lazily.
+"""The `edgelm` command: one module a subcommand (the table SUBCOMMANDS), each importing its part lazily.
 
 Errors edgelm raises on purpose print as one line, `edgelm: error: ...`, with a non-zero exit code;
 set EDGELM_DEBUG=1 to see the traceback instead.
@@ -26,10 +25,45 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(UsageError.exit_code)
 
 
+TOUR = """a first session (no download: SmolLM2-135M-Instruct comes from PyPI):
+  edgelm demo                                    # export it to int4, answer a question, benchmark it
+  edgelm run build/demo/smollm2-135m-int4 --chat --prompt "Name three planets."
+  edgelm chat build/demo/smollm2-135m-int4       # a conversation in the terminal
+  edgelm serve build/demo/smollm2-135m-int4      # OpenAI API + chat page at http://127.0.0.1:8000
+  edgelm export path/to/hf-model -o my-int4      # your own model
+
+`edgelm COMMAND --help` shows each command's options and examples."""
+
+
+def version_text() -> str:
+    """edgelm's version and those of the runtime packages it runs on (onnxruntime, the provider plugins)."""
+    import platform
+
+    from edgelm import __version__
+    from edgelm.versions import package_versions
+
+    names = ("onnxruntime", "onnxruntime-qnn", "onnxruntime-ep-openvino", "onnxruntime-ep-webgpu",
+             "onnxruntime-directml", "numpy", "tokenizers")
+    found = package_versions(*names)
+    parts = [f"{n} {found[n]}" for n in names if n in found]
+    return f"edgelm {__version__} ({', '.join(parts)}; python {platform.python_version()})"
+
+
+class _Version(argparse.Action):
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="edgelm", description="Export small language models to quantized ONNX packages, run, "
-                     "chat with, serve and benchmark them.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="edgelm", description="Put small language models on PCs and phones: export a Hugging "
+                     "Face model to a quantized ONNX package, run it, chat with it, serve it to apps, benchmark it.",
+                     epilog=TOUR, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=_Version, help="print edgelm's version and its runtime packages' and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMANDS:
         importlib.import_module(f"edgelm.cli.{name}").add(sub)
     return parser

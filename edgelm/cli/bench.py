@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from edgelm.cli.common import add_provider_flags, csv, defaults, given, ints, names
+from edgelm.cli.common import add_provider_flags, csv, defaults, given, ints, names, subcommand
 from edgelm.errors import UsageError
 
 
@@ -30,7 +30,7 @@ def run(args) -> int:
     if args.eval or args.ref:
         from edgelm.bench.quality import evaluate
 
-        quality = {p: evaluate(p, args.ref) for p in args.package}
+        quality = {p: evaluate(p, args.ref, progress=not args.quiet) for p in args.package}
         rows = [replace(r, perplexity=quality[r.package].perplexity, agreement=quality[r.package].agreement)
                 if r.engine == "edgelm" else r for r in rows]
     print(render(rows, args.output), end="")
@@ -104,15 +104,22 @@ def _bench_compare(args) -> int:
     return 1 if any(not c.better for c in changes) else 0
 
 
+EXAMPLES = (
+    "edgelm bench pkg-int4 -p 128 -n 128 -t 2 -r 5 --json rows.json",
+    "edgelm bench pkg-int4 pkg-int8 -p 128,512 -t 1,2 -o csv     # every combination, one row each",
+    "edgelm bench pkg-int4 --vs torch --hf hf-folder --eval       # a peer, interleaved; + perplexity",
+    "edgelm bench compare old.jsonl new.jsonl                     # changes beyond the measured noise",
+    "edgelm bench chat pkg-int4 -t 2                              # multi-turn TTFT, edgelm serve overhead",
+)
+
+
 def add(sub) -> None:
     from edgelm.bench.config import BenchConfig
 
     bd = defaults(BenchConfig)
-    p = sub.add_parser(
-        "bench", help="load, TTFT, prefill/decode speed, memory; `bench compare OLD NEW` diffs two runs",
-        description="Comma lists sweep every combination. Timed: prefill of -p random token ids to the first "
-        "token, then -n single-token decode steps (argmax each); tokenization excluded.",
-    )
+    p = subcommand(sub, "bench", "load, TTFT, prefill/decode speed, memory; `bench compare OLD NEW` diffs two runs",
+                   EXAMPLES, description="Comma lists sweep every combination. Timed: prefill of -p random token "
+                   "ids to the first token, then -n single-token decode steps (argmax each); tokenization excluded.")
     p.add_argument("package", nargs="+", help="package folder(s); or: compare OLD NEW; or: chat PACKAGE (multi-turn "
                    "TTFT with/without cache reuse, edgelm serve overhead)")
     p.add_argument("-p", type=ints, help=f"prompt tokens, e.g. 128,512 (default {csv(bd['prompt_tokens'])})")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from edgelm.cli.common import add_load_flags, add_sampling_flags, load_model, sampling_kwargs
+from edgelm.cli.common import add_load_flags, add_sampling_flags, load_model, sampling_kwargs, subcommand
 
 DIM, PLAIN = "\x1b[2m", "\x1b[0m"
 HELP = "/reset: new conversation · /exit: quit · Ctrl-C: stop the answer"
@@ -76,9 +76,14 @@ def _answer(model, history: list, kw: dict, tty: bool) -> str:
     return "".join(content)
 
 
+EXAMPLES = (
+    "edgelm chat pkg",
+    'edgelm chat pkg --system "Answer in one sentence." --temperature 0.7',
+)
+
+
 def add(sub) -> None:
-    p = sub.add_parser("chat", help="interactive terminal chat (history, streaming, /reset, /exit)")
-    p.add_argument("package")
+    p = subcommand(sub, "chat", "interactive terminal chat (history, streaming, /reset, /exit)", EXAMPLES)
     p.add_argument("--system", help="a system message that starts every conversation")
     add_sampling_flags(p)
     add_load_flags(p, default_ep="auto")

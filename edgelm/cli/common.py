@@ -7,6 +7,16 @@ import sys
 from dataclasses import fields
 
 
+def subcommand(sub, name: str, summary: str, examples: tuple[str, ...], description: str | None = None):
+    """A subcommand's parser: `summary` in the command list, `examples` (shell lines, "# ..." comments allowed)
+    shown under its --help."""
+    import argparse
+
+    epilog = "examples:\n" + "\n".join(f"  {line}" for line in examples)
+    return sub.add_parser(name, help=summary, description=description or summary[:1].upper() + summary[1:] + ".",
+                          epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def given(args, **names: str) -> dict:
     """Config kwargs for the flags the user gave (None means: keep the config's default)."""
     return {key: getattr(args, attr) for key, attr in names.items() if getattr(args, attr) is not None}
@@ -49,6 +59,7 @@ def add_provider_flags(p, ep_help: str) -> None:
 
 def add_load_flags(p, default_ep: str = "cpu") -> None:
     """Flags of the commands that load one package to generate (run, chat, serve)."""
+    p.add_argument("package", help="an edgelm package folder (made by edgelm export)")
     add_provider_flags(p, f"execution provider: {default_ep} (default), auto, cpu, qnn, openvino, dml, ... "
                           "(see edgelm info)")
     p.set_defaults(default_ep=default_ep)

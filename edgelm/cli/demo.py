@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from edgelm.cli.common import subcommand
+
 
 def run(args) -> int:
     from edgelm.demo import run_demo
@@ -9,8 +11,14 @@ def run(args) -> int:
     return run_demo(args.workdir, prompt=args.prompt)
 
 
+EXAMPLES = (
+    "edgelm demo",
+    'edgelm demo --workdir /tmp/demo --prompt "Name three planets."',
+)
+
+
 def add(sub) -> None:
-    p = sub.add_parser("demo", help="SmolLM2-135M (shipped on PyPI): export, chat, benchmark")
+    p = subcommand(sub, "demo", "SmolLM2-135M (shipped on PyPI): export, chat, benchmark", EXAMPLES)
     p.add_argument("--workdir", default="build/demo", help="where the converted model and package go")
-    p.add_argument("--prompt", default="What is the capital of France?")
+    p.add_argument("--prompt", default="What is the capital of France?", help="the chat question (default: %(default)s)")
     p.set_defaults(func=run)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from edgelm.cli.common import subcommand
+
 from pathlib import Path
 
 from edgelm.errors import UsageError
@@ -16,7 +18,7 @@ def run(args) -> int:
             text = Path(args.text).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read --text {args.text}: {exc}") from None
-    q = evaluate(args.package, args.ref, window=args.window, ep=args.ep, chat=args.chat,
+    q = evaluate(args.package, args.ref, window=args.window, ep=args.ep, chat=args.chat, progress=not args.quiet,
                  with_perplexity=not args.no_perplexity, text=text, divergence=True)
     where = args.text or "shipped corpus"
     if q.perplexity is not None:
@@ -29,9 +31,16 @@ def run(args) -> int:
     return 0
 
 
+EXAMPLES = (
+    "edgelm eval pkg-int4                          # perplexity on the shipped corpus",
+    "edgelm eval pkg-int4 --ref hf-folder          # + greedy agreement with the source model",
+    "edgelm eval pkg-int4 --ref pkg-fp32 --text notes.txt --chat",
+)
+
+
 def add(sub) -> None:
-    p = sub.add_parser("eval", help="perplexity on a text, agreement with and divergence from a reference")
-    p.add_argument("package")
+    p = subcommand(sub, "eval", "perplexity on a text, agreement with and divergence from a reference", EXAMPLES)
+    p.add_argument("package", help="the edgelm package to evaluate")
     p.add_argument("--ref", metavar="REF", help="reference edgelm package or HF model folder")
     p.add_argument("--window", type=int, default=256, help="tokens per perplexity window (default 256)")
     p.add_argument("--ep", default="cpu", help="execution provider running the package (default cpu)")
@@ -40,4 +49,5 @@ def add(sub) -> None:
     p.add_argument("--no-perplexity", action="store_true", help="agreement only (no text pass)")
     p.add_argument("--text", metavar="FILE", help="UTF-8 text for perplexity and divergence (default: the shipped "
                    "corpus)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines or bars")
     p.set_defaults(func=run)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgelm.cli.common import defaults, given
+from edgelm.cli.common import defaults, given, subcommand
 from edgelm.errors import UsageError
 
 
@@ -48,6 +48,14 @@ def run(args) -> int:
     return 0
 
 
+EXAMPLES = (
+    "edgelm export path/to/hf-model -o pkg-int4                 # int4, native fused builder",
+    "edgelm export model.gguf -o pkg-int8 --quant int8",
+    "edgelm export --synthetic qwen2.5-0.5b -o qwen-int4         # a published shape, random weights",
+    "edgelm export path/to/hf-model -o pkg-npu --target npu-qnn  # static QDQ graph for the Qualcomm HTP",
+)
+
+
 def add(sub) -> None:
     from edgelm.export.config import ExportConfig, NpuConfig, QuantConfig
     from edgelm.export.pipeline import TARGETS
@@ -55,7 +63,7 @@ def add(sub) -> None:
     from edgelm.export.quantize import CALIBRATIONS, quant_modes
 
     ed, qd, nd = defaults(ExportConfig), defaults(QuantConfig), defaults(NpuConfig)
-    p = sub.add_parser("export", help="HF folder, .gguf file or synthetic preset -> edgelm package")
+    p = subcommand(sub, "export", "HF folder, .gguf file or synthetic preset -> edgelm package", EXAMPLES)
     p.add_argument("model", nargs="?", help="Hugging Face model folder or .gguf file")
     p.add_argument("-o", "--output", required=True, help="package folder to create")
     p.add_argument("--quant", choices=quant_modes(), help=f"weights precision (default {ed['quant']})")
@@ -69,9 +77,11 @@ def add(sub) -> None:
                    help=f"block size of the MLP linears, most of the weights (default {qd['mlp_block_size']}; native "
                    "builder; the optimum path uses --block-size everywhere)")
     p.add_argument("--accuracy-level", type=int, help=f"MatMulNBits accuracy level (default {qd['accuracy_level']})")
-    sym = "symmetric" if qd["symmetric"] else "asymmetric"
-    p.add_argument("--asymmetric", action="store_true", help=f"int4/int8 with zero points (default {sym})")
-    p.add_argument("--symmetric", action="store_true", help=f"int4/int8 without zero points (default {sym})")
+    sym = {True: " (the default)", False: ""}
+    p.add_argument("--asymmetric", action="store_true",
+                   help=f"int4/int8 with a zero point per block{sym[not qd['symmetric']]}")
+    p.add_argument("--symmetric", action="store_true",
+                   help=f"int4/int8 without zero points{sym[qd['symmetric']]}")
     p.add_argument("--calibration", choices=CALIBRATIONS,
                    help="int4/int8 weight preparation (default auto: awq for int4 from the native builder, else none; "
                    "awq: activation-aware scales from a first pass over the shipped corpus)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from edgelm.cli.common import subcommand
+
 
 def run(args) -> int:
     from edgelm.info import describe_environment, describe_package
@@ -10,7 +12,13 @@ def run(args) -> int:
     return 0
 
 
+EXAMPLES = (
+    "edgelm info          # versions and the execution providers available here",
+    "edgelm info pkg      # quantization, self-check figures, KV layout, files, partition per provider",
+)
+
+
 def add(sub) -> None:
-    p = sub.add_parser("info", help="providers, devices and versions; or a package's manifest and partition")
-    p.add_argument("package", nargs="?")
+    p = subcommand(sub, "info", "providers, devices and versions; or a package's manifest and partition", EXAMPLES)
+    p.add_argument("package", nargs="?", help="a package folder (without one: what this installation can run)")
     p.set_defaults(func=run)

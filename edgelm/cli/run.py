@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from edgelm.cli.common import add_load_flags, add_sampling_flags, load_model, sampling_kwargs
+from edgelm.cli.common import add_load_flags, add_sampling_flags, load_model, sampling_kwargs, subcommand
 
 
 def run(args) -> int:
@@ -37,10 +37,16 @@ def run(args) -> int:
     return 0
 
 
+EXAMPLES = (
+    'edgelm run pkg --prompt "What is the capital of France?" --chat --max-new-tokens 64',
+    'edgelm run pkg --prompt "Once upon a time" --temperature 0.8 --top-p 0.95 --seed 1',
+    'edgelm run pkg --prompt "List three colors" --chat --stop "3." --json',
+)
+
+
 def add(sub) -> None:
-    p = sub.add_parser("run", help="generate from a package, streaming the text")
-    p.add_argument("package")
-    p.add_argument("--prompt", required=True)
+    p = subcommand(sub, "run", "generate from a package, streaming the text", EXAMPLES)
+    p.add_argument("--prompt", required=True, help="the text to continue, or with --chat the user's message")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the package's chat template")
     add_sampling_flags(p)
     p.add_argument("--ignore-eos", action="store_true", help="do not stop at end-of-sequence tokens")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from edgelm.cli.common import add_load_flags
+from edgelm.cli.common import add_load_flags, subcommand
 from edgelm.errors import UsageError
 
 
@@ -34,11 +34,18 @@ def run(args) -> int:
     return 0
 
 
+EXAMPLES = (
+    "edgelm serve pkg                      # then open http://127.0.0.1:8000",
+    "edgelm serve pkg --port 9000 --model-id smollm2 --max-queue 8",
+    "# any OpenAI client: OpenAI(base_url='http://127.0.0.1:8000/v1', api_key='none')",
+)
+
+
 def add(sub) -> None:
     from edgelm.serve.limits import MAX_BODY, MAX_QUEUE, PORT
 
-    p = sub.add_parser("serve", help="OpenAI-compatible local server (/v1/chat/completions) with a web chat page")
-    p.add_argument("package")
+    p = subcommand(sub, "serve", "OpenAI-compatible local server (/v1/chat/completions) with a web chat page",
+                   EXAMPLES)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=PORT, help=f"port (default {PORT})")
     p.add_argument("--model-id", help="the model's name in the API (default: the package folder's name)")

@@ -29,6 +29,7 @@ from edgelm.export.native.graph import GraphBuilder
 from edgelm.export.native.quant import quantize_blockwise
 from edgelm.export.native.rope import rotary_caches
 from edgelm.export.native.weights import SafetensorsReader
+from edgelm.progress import Progress, as_progress
 from edgelm.export.optimum_backend import OPTIMUM_IO
 from edgelm.export.quantize import resolve_calibration
 from edgelm.manifest import WeightStats
@@ -240,7 +241,7 @@ class DecoderBuilder:
         return out
 
 
-def export_native(source, workdir: Path, mode, progress: bool = True):
+def export_native(source, workdir: Path, mode, progress: bool | Progress = True):
     """Build the fused decoder into `workdir/model.onnx` (+ .data) with `mode`'s precision; return (path, io,
     weight stats, the manifest's Quantization: what was done, MLP block size and calibration included).
 
@@ -255,18 +256,13 @@ def export_native(source, workdir: Path, mode, progress: bool = True):
         from edgelm.export.native.awq import awq_reader
 
         reader = awq = awq_reader(source, reader, fmt, quant_config.calibration_samples)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=source.arch.num_layers, desc="layers (awq)" if awq else "layers", unit="layer", leave=False)
-    builder = DecoderBuilder(source.arch, reader, workdir, "model.onnx", fmt, bar)
-    try:
-        path, stats = builder.build()
-    finally:
-        builder.g.close()
-        if bar is not None:
-            bar.close()
+    what = f"build the {mode.name} graph" + (" (awq: calibrate, scale, quantize)" if awq else "")
+    with as_progress(progress).stage(what, total=source.arch.num_layers, unit="layer") as bar:
+        builder = DecoderBuilder(source.arch, reader, workdir, "model.onnx", fmt, bar)
+        try:
+            path, stats = builder.build()
+        finally:
+            builder.g.close()
     quant = mode.describe()
     if bits is not None and fmt.block(mlp=True) != fmt.block_size:
         quant = replace(quant, mlp_block_size=fmt.block(mlp=True))

@@ -34,6 +34,7 @@ from edgelm.export.npu.embedding import write_embedding_table
 from edgelm.export.npu.shared_data import share_external_data
 from edgelm.export.npu.qdq import QdqScheme, quant_type
 from edgelm.manifest import Quantization, StaticGraphs
+from edgelm.progress import Progress, as_progress
 
 GRAPH_FILE = "model.onnx"
 ROTARY_FILE = "rotary.npy"
@@ -59,7 +60,8 @@ def check_npu_config(npu: NpuConfig) -> None:
                           f"context {npu.context})")
 
 
-def export_npu_qnn(source, stage: Path, npu: NpuConfig, progress: bool = True) -> tuple[StaticGraphs, Quantization]:
+def export_npu_qnn(source, stage: Path, npu: NpuConfig, progress: bool | Progress = True
+                   ) -> tuple[StaticGraphs, Quantization]:
     """Write model.onnx (QDQ) + weights.data, rotary.npy, the embedding table and, when QNN is here, the
     graph's EP-context model."""
     arch = source.arch
@@ -71,7 +73,7 @@ def export_npu_qnn(source, stage: Path, npu: NpuConfig, progress: bool = True) -
                           f"export with --context {window} or less")
     work = stage / ".work"
     work.mkdir()
-    bars = _Bars(progress)
+    bars = as_progress(progress).stage
     graph_context = npu.context + npu.chunk - 1  # the last run's N - 1 padded rows sit past --context
     static = StaticGraphs(GRAPH_FILE, GRAPH_FILE, npu.chunk, graph_context, ROTARY_FILE, decode_tokens=npu.chunk)
     manifest = SimpleNamespace(static=static, kv_cache=arch.kv_cache(), io=STATIC_IO)
@@ -92,7 +94,7 @@ def export_npu_qnn(source, stage: Path, npu: NpuConfig, progress: bool = True) -
     segments = Segments(arch, source.path, work, StaticShape(npu.chunk, graph_context), scheme, npu,
                         awq if awq is not None else SafetensorsReader(source.path), schedule(driver, windows, length))
     label = f"layers: fp32, calibrate, quantize {scheme.label}" + (" (awq)" if awq is not None else "")
-    with bars(label, arch.num_layers + 1, "layer") as bar:
+    with bars(label, arch.num_layers + 1, "layer") as bar:  # the head (final norm, lm_head) is the last unit
         for i in range(arch.num_layers):
             segments.layer(i)
             bar.update(1)
@@ -172,19 +174,3 @@ def _external_files(stage: Path, static) -> set[str]:
         model = onnx.load(str(stage / graph), load_external_data=False)
         names |= {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
     return names
-
-
-class _Bars:
-    """One tqdm bar per stage (stderr), or none."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-
-    def __call__(self, desc: str, total: int, unit: str):
-        if not self.enabled:
-            import contextlib
-
-            return contextlib.nullcontext(SimpleNamespace(update=lambda n=1: None))
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc=desc, unit=unit, leave=False)
