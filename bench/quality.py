@@ -53,15 +53,18 @@ def windows(model, text: str | None = None, window: int = 256) -> list[list[int]
     """The token windows perplexity and divergence read: `text` (default the shipped corpus), each window
     starting fresh so every package sees exactly the same contexts."""
     ids = model.tokenizer.encode(text if text is not None else CORPUS.read_text(encoding="utf-8"))
-    if isinstance(window, bool) or not isinstance(window, int) or not 2 <= window <= model.manifest.context_length:
-        raise BenchError(f"window must be from 2 to the package's context length ({model.manifest.context_length}) "
-                         f"tokens, not {window!r}")
+    check_window(window, model.manifest.context_length)
     return [ids[i : i + window] for i in range(0, len(ids) - 1, window) if len(ids[i : i + window]) >= 2]
 
 
 def _log_probs(model, chunk: list[int]) -> np.ndarray:
     model.decoder.reset()
     return log_softmax(model.decoder.forward(chunk, last_only=False))  # (n, vocab)
+
+
+def check_window(window, context: int) -> None:
+    if isinstance(window, bool) or not isinstance(window, int) or not 2 <= window <= context:
+        raise BenchError(f"window must be from 2 to the package's context length ({context}) tokens, not {window!r}")
 
 
 def text_pass(model, reference=None, text: str | None = None, window: int = 256) -> tuple[float, float | None, float | None]:
@@ -160,6 +163,9 @@ def evaluate(package: str | Path, ref: str | Path | None = None, window: int = 2
     from edgelm.runtime import load
 
     progress = as_progress(progress)
+    from edgelm.manifest import Manifest
+
+    check_window(window, Manifest.load(package).context_length)  # before anything is loaded
     with progress.stage(f"load {Path(package).name} on {ep}"):
         model = load(package, ep=ep)
     reference = None

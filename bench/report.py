@@ -21,7 +21,7 @@ COLUMNS: tuple[tuple[str, Callable[[BenchRow], str]], ...] = (
     ("model", lambda r: r.model),
     ("quant", lambda r: r.quant),
     ("ep", lambda r: r.ep + ("" if r.ep_node_share in (None, 1.0) else f" ({r.ep_node_share:.0%} of nodes)")),
-    ("threads", lambda r: str(r.threads or "auto")),
+    ("threads", lambda r: str(r.threads)),
     ("test", lambda r: f"pp{r.pp}+tg{r.tg}"),
     ("load s", lambda r: f"{r.load_s:.2f}"),
     ("TTFT ms", lambda r: f"{r.ttft_ms.mean:.1f} ± {r.ttft_ms.std:.1f}"),

@@ -21,7 +21,7 @@ import numpy as np
 from edgelm import __version__
 from edgelm.bench.config import BenchConfig
 from edgelm.bench.schema import BenchRow, Stat, percentile
-from edgelm.bench.system import git_commit, system_info, versions
+from edgelm.bench.system import git_commit, physical_cores, system_info, versions
 from edgelm.errors import BenchError
 from edgelm.progress import Progress, as_progress
 
@@ -105,7 +105,7 @@ def _run_job(engines, ep, threads, pp, tg, config: BenchConfig, notes: list[str]
         vocab = min(r["vocab"] for r in loaded.values())
         prompt = np.random.default_rng(config.seed).integers(0, vocab, size=pp).tolist()
         rounds: dict[Worker, list[dict]] = {w: [] for w in loaded}
-        what = f"bench pp{pp} tg{tg} on {ep}, {threads or 'default'} threads: {config.warmup} warm-up + rounds"
+        what = f"bench pp{pp} tg{tg} on {ep}, {threads or physical_cores()} threads: {config.warmup} warm-up + rounds"
         with progress.stage(what, total=config.warmup + config.repetitions, unit="round") as bar:
             for i in range(config.warmup + config.repetitions):
                 for worker in loaded:  # interleaved: one round per engine, in turn
@@ -147,7 +147,7 @@ def _row(engine, package, info, ep, threads, pp, tg, load_s, rounds, peak_rss) -
         model=info.get("model", "?"),
         quant=info.get("quant", "?"),
         ep=info.get("ep", ep),
-        threads=threads or 0,
+        threads=threads or physical_cores(),  # the count used: no -t means one per physical core
         pp=pp,
         tg=tg,
         repetitions=len(rounds),

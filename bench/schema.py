@@ -43,7 +43,7 @@ class BenchRow:
     model: str
     quant: str
     ep: str
-    threads: int  # 0 = the runtime's default
+    threads: int  # intra-op threads used (without -t: one per physical core, onnxruntime's default)
     pp: int
     tg: int
     repetitions: int

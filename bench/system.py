@@ -27,6 +27,16 @@ def versions(*names: str) -> dict[str, str]:
     return {"python": platform.python_version(), **package_versions(*names)}
 
 
+def physical_cores() -> int:
+    """What onnxruntime uses when no thread count is given (one intra-op thread per physical core)."""
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except ImportError:
+        return os.cpu_count() or 1
+
+
 def system_info() -> dict[str, str | int]:
     return {
         "cpu": cpu_model(),

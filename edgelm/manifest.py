@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgelm.errors import PackageError
+from edgelm.paths import path_problem
 
 FORMAT_VERSION = 1
 MAX_MANIFEST_BYTES = 16 << 20  # manifests are a few KB (a chat template included)
@@ -259,8 +260,11 @@ class Manifest:
     @classmethod
     def load(cls, folder: str | Path) -> Manifest:
         folder = Path(folder)
-        if not folder.is_dir():
+        problem = path_problem(folder)
+        if problem == "does not exist":
             raise PackageError(f"package folder {folder} does not exist; create one with `edgelm export`")
+        if problem:
+            raise PackageError(f"package {folder} {problem}; give an edgelm package folder (made by `edgelm export`)")
         path = folder / MANIFEST_NAME
         if not path.is_file():
             raise PackageError(f"{folder} has no {MANIFEST_NAME}: it is not an edgelm package")

@@ -12,6 +12,7 @@ import importlib.util
 from pathlib import Path
 
 from edgelm.errors import ModelSourceError
+from edgelm.paths import path_problem
 from edgelm.progress import Progress, as_progress
 
 CHATML_END = "<|im_end|>"
@@ -33,8 +34,8 @@ def smollm2_gguf() -> Path:
 def gguf_to_hf(gguf_path: str | Path, out_dir: str | Path, progress: bool | Progress = False) -> Path:
     """Load a GGUF file with transformers and save it as an HF folder (safetensors + fast tokenizer)."""
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
-    if not gguf_path.is_file():
-        raise ModelSourceError(f"GGUF file {gguf_path} does not exist")
+    if problem := path_problem(gguf_path, "file"):
+        raise ModelSourceError(f"GGUF file {gguf_path} {problem}")
     progress = as_progress(progress)
     kwargs = {"gguf_file": gguf_path.name, "local_files_only": True}
     try:

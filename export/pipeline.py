@@ -12,7 +12,8 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
-from edgelm.errors import ExportError
+from edgelm.errors import ExportError, ModelSourceError
+from edgelm.paths import path_problem
 from edgelm.export import optimum_backend
 from edgelm.export.package import copy_support_files, save_onnx, weight_stats, write_manifest
 from edgelm.export.config import ExportConfig
@@ -30,6 +31,9 @@ TARGETS = ("cpu", "npu-qnn")  # cpu: one dynamic-shape graph (any CPU/GPU provid
 def export_model(model: str | Path, out: str | Path, config: ExportConfig = ExportConfig()) -> Manifest:
     """Export an HF model folder (or a .gguf file) to an edgelm package at `out`."""
     model, out = Path(model), Path(out)
+    if problem := path_problem(model, "file" if model.suffix == ".gguf" else "folder"):
+        what = "GGUF file" if model.suffix == ".gguf" else "model folder"
+        raise ModelSourceError(f"{what} {model} {problem}; pass a Hugging Face model folder or a .gguf file")
     _check(config, out, protected=(model,))
     if model.suffix == ".gguf":
         from edgelm.export.gguf import gguf_to_hf

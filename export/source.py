@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgelm.paths import path_problem
 from edgelm.errors import ModelSourceError
 from edgelm.export.arch import ArchSpec, get_arch
 
@@ -44,10 +45,8 @@ class ModelSource:
 def open_source(path: str | Path) -> ModelSource:
     """Validate `path` as an HF causal-LM folder with a registered architecture."""
     path = Path(path)
-    if not path.exists():
-        raise ModelSourceError(f"model folder {path} does not exist")
-    if not path.is_dir():
-        raise ModelSourceError(f"{path} is not a folder; pass a Hugging Face model folder (or a .gguf file)")
+    if problem := path_problem(path):
+        raise ModelSourceError(f"model folder {path} {problem}; pass a Hugging Face model folder (or a .gguf file)")
     config_path = path / "config.json"
     if not config_path.is_file():
         raise ModelSourceError(

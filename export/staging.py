@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from edgelm.paths import path_problem
 from edgelm.errors import EdgeLMError, ExportError, OutputExistsError, PackageError, first_line
 from edgelm.manifest import MANIFEST_NAME, OWNER_MARKER, Manifest
 
@@ -34,14 +35,16 @@ def is_package(folder: Path) -> bool:
 def check_output(out: Path, force: bool, protected: tuple[Path, ...] = ()) -> None:
     """Refuse, before any work, an output location the export may not write or replace."""
     out = out.absolute()
-    resolved = out.resolve()
+    if path_problem(out) == "is a symlink loop":
+        raise ExportError(f"-o {out} is a symlink loop; choose another output folder")
+    resolved = Path(os.path.realpath(out))
     for keep in (Path.cwd(), *protected):
-        keep = keep.resolve()
+        keep = Path(os.path.realpath(keep))  # never raises, unlike Path.resolve() on a symlink loop
         if resolved == keep or resolved in keep.parents:
             what = "the working directory" if keep == Path.cwd().resolve() else f"the source {keep}"
             raise ExportError(f"-o {out} is {what} or holds it; choose an output folder of its own")
     if out.exists() and not out.is_dir():
-        raise ExportError(f"output path {out} exists and is not a folder; choose another -o")
+        raise ExportError(f"-o {out} is a file, not a folder; choose another output folder")
     if out.exists() and not force:
         raise OutputExistsError(out)
     if out.exists() and not is_package(out):

@@ -16,16 +16,20 @@ _EXECUTION_MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
 
 @contextlib.contextmanager
 def native_stdout_to_stderr():
-    """Send what native code writes to file descriptor 1 to stderr meanwhile: stdout stays ours."""
+    """Keep what native code writes to file descriptor 1 (plugin banners such as QNN's "# LIBNATIVE ...") out
+    of stdout, which stays ours: it goes to /dev/null, or to stderr with EDGELM_VERBOSE=1 (--verbose)."""
     sys.stdout.flush()
     saved = os.dup(1)
+    sink = 2 if os.environ.get("EDGELM_VERBOSE") else os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(2, 1)
+        os.dup2(sink, 1)
         yield
     finally:
-        _flush_c_stdio()  # native printf output is buffered: flush it while fd 1 still points to stderr
+        _flush_c_stdio()  # native printf output is buffered: flush it while fd 1 still points to the sink
         os.dup2(saved, 1)
         os.close(saved)
+        if sink != 2:
+            os.close(sink)
 
 
 def _flush_c_stdio() -> None:

@@ -1,4 +1,4 @@
-"""The guarantees of README "Guarantees" (issue 12): nothing lost, nothing silently wrong, one clear error.
+"""The guarantees of docs/guarantees.md (issue 12): nothing lost, nothing silently wrong, one clear error.
 
 Each test names the defect it pins; each failed on the code before that issue's changes.
 """
@@ -377,8 +377,9 @@ def test_cli_bad_input_is_one_typed_line(builds, tmp_path, args, message):
     (tmp_path / "empty.jsonl").write_text("")
     fill = {"pkg": builds.package("tiny-llama", "int4"), "tmp": tmp_path, "src": builds.hf("tiny-llama")}
     proc = run_cli(*(a.format(**fill) for a in args))
-    lines = proc.stderr.strip().splitlines()
+    lines = [line for line in proc.stderr.strip().splitlines() if not line.endswith(" ...")]  # stage lines go
     assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
+    assert lines[0].startswith("edgelm: error: ") and proc.stderr.strip().endswith(lines[0])
 
 
 def test_info_fails_on_a_graph_onnxruntime_cannot_load(builds, tmp_path):

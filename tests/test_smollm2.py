@@ -102,12 +102,12 @@ def test_agreement_with_torch(builds, reference, quant):
 @pytest.mark.slow
 def test_npu_package_runs_whole_on_the_qnn_htp(builds):
     """The real model as an npu-qnn package (default settings: context 512, chunk 32, a16w8 per-channel):
-    compiled whole on the QNN HTP simulator in strict mode at export, then run there. Measured (README):
+    compiled whole on the QNN HTP simulator in strict mode at export, then run there. Measured (docs/providers.md):
     teacher-forced top-1 agreement with the fp32 package 0.828 on the HTP, 0.906 for the same QDQ graphs on
     the CPU EP; on this prompt the HTP's next-token distribution is 0.21 (total variation) from the CPU EP's,
     with the same top token ("The"; its logits carry a near-constant offset, which softmax ignores). With one
     graph for prefill and decode (chunk 32, embeddings looked up in the runtime) that distance measured 0.447
-    on this prompt, while agreement over 4 prompts x 32 tokens rose to 0.836 (README)."""
+    on this prompt, while agreement over 4 prompts x 32 tokens rose to 0.836 (docs/providers.md)."""
     from edgelm.manifest import Manifest
 
     package = builds.npu("smollm2", context=512, chunk=32, keep_qdq=True)
@@ -130,7 +130,7 @@ def test_npu_package_runs_whole_on_the_qnn_htp(builds):
     out = list(htp.stream_ids(ids, max_new_tokens=3, ignore_eos=True))  # through the one-token decode graph
     assert len(out) == 3 and htp.decoder.runs["decode"] >= 2
     # against the float model, not only the CPU EP's run of the same QDQ graphs: teacher-forced top-1 over
-    # fp32's 32 greedy tokens after two chat prompts (the README's 0.828 was over four)
+    # fp32's 32 greedy tokens after two chat prompts (docs/providers.md: 0.828 over four)
     fp32, hits = load(builds.package("smollm2", "fp32")), []
     for text in (QUESTION, PROMPTS[2]):
         prompt = fp32.encode_prompt(text, chat=True)

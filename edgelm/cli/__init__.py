@@ -69,8 +69,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line_warning(message, category, *_args, **_kwargs) -> None:
-    print(f"edgelm: warning: {message}", file=sys.stderr)
+def _one_line_warning(message, category, filename, *_args, **_kwargs) -> None:
+    """edgelm's warnings as one line; other libraries' (numpy's "divide by zero", transformers' notices) only
+    with --verbose: they are about their internals, not about what the user asked."""
+    if _ours(category, filename) or os.environ.get("EDGELM_VERBOSE"):
+        print(f"edgelm: warning: {message}", file=sys.stderr)
+
+
+def _ours(category, filename: str) -> bool:
+    import edgelm
+
+    parts = ("edgelm.export", "edgelm.runtime", "edgelm.bench", "edgelm.serve")
+    folders = [os.path.dirname(edgelm.__file__)]
+    for name in parts:
+        module = sys.modules.get(name)
+        folders += list(getattr(module, "__path__", []))
+    where = os.path.realpath(filename or "")
+    return category.__module__.startswith("edgelm") or any(
+        where.startswith(os.path.realpath(f) + os.sep) for f in folders)
 
 
 def _terminated(_signum, _frame) -> None:
@@ -79,6 +95,8 @@ def _terminated(_signum, _frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "verbose", False):
+        os.environ["EDGELM_VERBOSE"] = "1"  # read by the runtime (native libraries' output) and the warnings
     import warnings
 
     warnings.showwarning = _one_line_warning

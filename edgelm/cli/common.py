@@ -13,8 +13,11 @@ def subcommand(sub, name: str, summary: str, examples: tuple[str, ...], descript
     import argparse
 
     epilog = "examples:\n" + "\n".join(f"  {line}" for line in examples)
-    return sub.add_parser(name, help=summary, description=description or summary[:1].upper() + summary[1:] + ".",
-                          epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(name, help=summary, description=description or summary[:1].upper() + summary[1:] + ".",
+                       epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also show other libraries' warnings and native providers' console output")
+    return p
 
 
 def given(args, **names: str) -> dict:

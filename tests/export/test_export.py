@@ -140,12 +140,24 @@ def test_failure_midway_leaves_nothing_and_keeps_old_output(tmp_path, builds):
         ("no-config", "no config.json"),
         ("unknown-arch", "not supported"),
         ("exists", "already exists"),
+        ("loop", "model folder {model} is a symlink loop"),
+        ("file", "model folder {model} is a file, not a folder"),
+        ("out-file", "-o {out} is a file, not a folder"),
+        ("out-loop", "-o {out} is a symlink loop"),
     ],
 )
 def test_cli_bad_input_is_one_line_with_nonzero_exit(tmp_path, builds, case, expected):
     model, out = tmp_path / "model", tmp_path / "out"
+    expected = expected.format(model=model, out=out)
     if case == "no-config":
         model.mkdir()
+    elif case == "loop":
+        model.symlink_to(model)
+    elif case == "file":
+        model.write_text("not a model")
+    elif case in ("out-file", "out-loop"):
+        shutil.copytree(builds.hf("tiny-llama"), model)
+        out.write_text("mine") if case == "out-file" else out.symlink_to(out)
     elif case in ("unknown-arch", "exists"):
         shutil.copytree(builds.hf("tiny-llama"), model)
         if case == "unknown-arch":
@@ -160,7 +172,10 @@ def test_cli_bad_input_is_one_line_with_nonzero_exit(tmp_path, builds, case, exp
     assert len(lines) == 1 and lines[0].startswith("edgelm: error:") and expected in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not _no_leftovers(tmp_path)
-    assert case == "exists" or not out.exists()
+    if case == "out-file":
+        assert out.read_text() == "mine"  # left as it was
+    else:
+        assert case in ("exists", "out-loop") or not out.exists()
 
 
 def test_cli_synthetic_export_and_info(tmp_path):

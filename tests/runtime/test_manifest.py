@@ -70,6 +70,13 @@ def test_tampered_file_fails_hash_check(builds, tmp_path):
 def test_not_a_package(tmp_path):
     with pytest.raises(PackageError, match="does not exist"):
         Manifest.load(tmp_path / "nope")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "file").write_text("x")
+    for name, problem in (("loop", "is a symlink loop"), ("dangling", "which does not exist"),
+                          ("file", "is a file, not a folder")):
+        with pytest.raises(PackageError, match=problem):
+            Manifest.load(tmp_path / name)
     with pytest.raises(PackageError, match=f"no {MANIFEST_NAME}"):
         Manifest.load(tmp_path)
     (tmp_path / MANIFEST_NAME).write_text("{not json")

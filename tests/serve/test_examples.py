@@ -1,4 +1,4 @@
-"""The examples in examples/ run as the README shows them."""
+"""The examples in examples/ run as docs/apps.md shows them."""
 
 import subprocess
 import sys

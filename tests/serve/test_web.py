@@ -16,7 +16,7 @@ from edgelm.serve import Running, create_app
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (make test installs Debian's)")
-SCREENSHOT = os.environ.get("EDGELM_SCREENSHOT")  # a path: save the page after the answer (the README's picture)
+SCREENSHOT = os.environ.get("EDGELM_SCREENSHOT")  # a path: save the page after the answer (docs/serve-page.png)
 
 
 @pytest.fixture(scope="module")
