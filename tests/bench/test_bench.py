@@ -161,3 +161,15 @@ def test_agreement_detects_a_different_model(builds):
     model = load(builds.package("tiny-llama", "fp32"))
     other = TorchReference(builds.hf("tiny-mistral"))
     assert agreement(model, other) < 0.5
+
+
+def test_rows_without_a_thread_count_say_how_many_threads_ran(builds):
+    """No -t: onnxruntime uses one thread per physical core, and the row (markdown and JSON alike) says that
+    number, not 0 or "auto"."""
+    from edgelm.bench.report import render
+    from edgelm.bench.system import physical_cores
+
+    result = run_bench([builds.package("tiny-llama", "int4")], BenchConfig(prompt_tokens=(8,), threads=(None,), **SMALL))
+    (row,) = result.rows
+    assert row.threads == physical_cores() >= 1
+    assert "auto" not in render(result.rows, "md") and '"threads": 0' not in render(result.rows, "json")
