@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgelm-installed
 
-.PHONY: demo test install browser clean
+.PHONY: demo test install browser vulkan clean
 
 install: $(STAMP)
 
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/edgelm demo
 
-test: $(STAMP) browser
+test: $(STAMP) browser vulkan
 	$(BIN)/python -m pytest -q
 
 # The web page's test drives Debian's chromium through Playwright; CI runs as root and installs it here.
@@ -31,6 +31,18 @@ browser:
 	     (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null)) \
 	    || echo "edgelm: could not install chromium: the browser test will be skipped"; \
 	  else echo "edgelm: no chromium and not root: the browser test will be skipped (apt-get install chromium)"; fi; }
+
+# The WebGPU tests run on Mesa's software Vulkan driver (lavapipe), which WebGPU (Dawn) takes from Mesa 25 on:
+# Debian bookworm has it in bookworm-backports (its own 22.3 lacks a feature Dawn requires).
+vulkan:
+	@if dpkg --compare-versions "$$(dpkg-query -W -f='$${Version}' mesa-vulkan-drivers 2>/dev/null || echo 0)" ge 25; \
+	then :; elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  if grep -q 'VERSION_CODENAME=bookworm' /etc/os-release; then \
+	    echo "deb http://deb.debian.org/debian bookworm-backports main" > /etc/apt/sources.list.d/edgelm-bookworm-backports.list; \
+	    BACKPORTS="-t bookworm-backports"; fi; \
+	  (apt-get update -q >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$BACKPORTS \
+	     mesa-vulkan-drivers libvulkan1 >/dev/null 2>&1) || echo "edgelm: could not install Mesa's Vulkan driver: the WebGPU tests will be skipped"; \
+	else echo "edgelm: no Mesa 25 Vulkan driver and not root: the WebGPU tests will be skipped"; fi
 
 clean:
 	rm -rf build .pytest_cache

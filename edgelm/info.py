@@ -29,7 +29,7 @@ def describe_environment() -> str:
         except ProviderUnavailable as exc:
             lines.append(f"  {name:9s} {spec.device:4s} unavailable: {exc}")
             continue
-        kind = device_kind(spec, found.devices)
+        kind = device_kind(spec, found.devices) + (" (software adapter)" if found.software else "")
         where = ", ".join(f"{d.device.type.name} {d.device.vendor}" for d in found.devices) or "built in"
         version = package_versions(spec.install.split()[0]).get(spec.install.split()[0], "")
         lines.append(f"  {name:9s} {kind:4s} available: {where} {spec.install} {version}".rstrip())

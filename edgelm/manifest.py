@@ -47,6 +47,12 @@ class GraphIO:
     attention_mask: str | None = None
     position_ids: str | None = None
     logits_to_keep: str | None = None  # int64 scalar input: how many last positions get logits
+    # GPU packages (--target gpu) take what the CPU graph derives from attention_mask with int64 ops (which
+    # GPU EPs such as WebGPU leave to the CPU) from the host instead: seqlens_k int32 (batch,) = tokens seen
+    # - 1, total_sequence_length int32 scalar = the mask's width, logits_start int64 (1,) = -logits kept
+    seqlens_k: str | None = None
+    total_sequence_length: str | None = None
+    logits_start: str | None = None
 
     def past_names(self, layer: int) -> tuple[str, str]:
         return self.past_key.format(layer=layer), self.past_value.format(layer=layer)
@@ -201,7 +207,9 @@ class Manifest:
     eos_token: str | None = None
     reasoning: Reasoning | None = None  # None: not a reasoning model (all generated text is the answer)
     weights: WeightStats | None = None
-    target: str = "cpu"  # what the package was exported for: cpu (dynamic shapes) | npu-qnn (static pair)
+    # what the package was exported for: cpu (dynamic shapes) | gpu (no int64 arithmetic: whole on GPU EPs)
+    # | npu-qnn (static QDQ graph)
+    target: str = "cpu"
     static: StaticGraphs | None = None
     quality: QualityCheck | None = None  # the export's self-check against its source (None: --no-check)
     # NPU packages: the same check through the compiled context binary on its provider (None: not compiled

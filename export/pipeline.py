@@ -25,7 +25,10 @@ from edgelm.manifest import Manifest, file_entries
 from edgelm.progress import as_progress
 
 BACKENDS = ("auto", "native", "optimum")
-TARGETS = ("cpu", "npu-qnn")  # cpu: one dynamic-shape graph (any CPU/GPU provider) | npu-qnn: static QDQ pair
+# cpu: one dynamic-shape graph (any provider; GPU EPs run its int64 shape arithmetic on the CPU) | gpu: the
+# native graph with no int64 arithmetic, lengths from the host (every node on a GPU EP; runs on the CPU
+# too) | npu-qnn: one static QDQ graph for the Qualcomm HTP
+TARGETS = ("cpu", "gpu", "npu-qnn")
 
 
 def export_model(model: str | Path, out: str | Path, config: ExportConfig = ExportConfig()) -> Manifest:
@@ -119,6 +122,12 @@ def _export_folder(model: Path, out: Path, config: ExportConfig, label: str) -> 
     if config.target == "npu-qnn":
         return _export_npu(source, out, config, label)
     mode: QuantMode = get_mode(config.quant, config.quant_config)
+    if config.target == "gpu":  # the GPU graph form is the native builder's
+        declined = native_declines(source, mode)
+        if declined or config.backend == "optimum":
+            why = "; ".join(declined) if declined else "--backend optimum was asked for"
+            raise ExportError(f"--target gpu is built by the native builder, which cannot build this export: {why}")
+        return _export_native(source, out, config, mode, label)
     backend, reason = choose_backend(config.backend, source, mode)
     if backend == "native":
         return _export_native(source, out, config, mode, label)
@@ -145,15 +154,16 @@ def _export_folder(model: Path, out: Path, config: ExportConfig, label: str) -> 
 
 
 def _export_native(source, out: Path, config: ExportConfig, mode: QuantMode, label: str) -> Manifest:
-    from edgelm.export.native.decoder import export_native
+    from edgelm.export.native.decoder import GPU_IO, NATIVE_IO, export_native
 
+    io = GPU_IO if config.target == "gpu" else NATIVE_IO
     with staged_output(out, config.force) as stage:
         progress = as_progress(config.progress)
-        _, io_names, weights, quant = export_native(source, stage, mode, progress)
+        _, io_names, weights, quant = export_native(source, stage, mode, progress, io)
         with progress.stage("write package"):
             copy_support_files(source, stage)
             manifest = write_manifest(stage, source, io_names, quant, "native", label, weights, kv_mode="shared",
-                                      kv_dtype=mode.native_float)
+                                      kv_dtype=mode.native_float, target=config.target)
         return _checked(stage, source, manifest, config)
 
 

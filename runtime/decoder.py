@@ -60,11 +60,31 @@ class Decoder:
             feeds[io.position_ids] = np.arange(self.length, total, dtype=np.int64).reshape(1, n)
         if io.logits_to_keep:  # the graph computes lm_head only for the positions we read
             feeds[io.logits_to_keep] = np.array(1 if last_only else n, dtype=np.int64)
+        if io.logits_start:  # GPU packages: the same, as the slice's start (no int64 arithmetic in the graph)
+            feeds[io.logits_start] = np.array([-1 if last_only else -n], dtype=np.int64)
+        if io.seqlens_k:  # GPU packages: what the CPU graph derives from the mask, computed here
+            feeds[io.seqlens_k] = np.array([total - 1], dtype=np.int32)
+            feeds[io.total_sequence_length] = np.array(self._mask_width(total), dtype=np.int32)
         return feeds
 
+    def _mask_width(self, total: int) -> int:
+        """Columns of the attention mask this mode feeds (GQA's total_sequence_length): the tokens so far."""
+        return total
+
+    max_run: int | None = None  # most new tokens one session run takes (the provider's limit), None: any
+
     def forward(self, ids, last_only: bool = True) -> np.ndarray:
-        """Run `ids` (new tokens) after the cached ones; logits (vocab,) of the last position, or (n, vocab)."""
+        """Run `ids` (new tokens) after the cached ones; logits (vocab,) of the last position, or (n, vocab).
+        More than `max_run` tokens go in runs of `max_run`, each after the ones before (same result)."""
         ids = np.asarray(ids, dtype=np.int64).reshape(1, -1)  # (batch=1, n)
+        step = self.max_run
+        if step and ids.shape[1] > step:
+            parts = [self._run(np.ascontiguousarray(ids[:, i:i + step]), last_only) for i in range(0, ids.shape[1], step)]
+            return parts[-1] if last_only else np.concatenate(parts)
+        return self._run(ids, last_only)
+
+    def _run(self, ids: np.ndarray, last_only: bool) -> np.ndarray:
+        """One session run of `ids` (1, n)."""
         n = ids.shape[1]
         total = self._check(n)
         io = self.manifest.io
@@ -100,15 +120,18 @@ class SharedBufferDecoder(Decoder):
         for past, present, buf in zip(self._past_names, self._present_names, self._buffers):
             self._binding.bind_cpu_input(past, buf)
             self._binding.bind_output(present, "cpu", 0, buf.dtype, list(buf.shape), buf.ctypes.data)
-        self._binding.bind_cpu_input(manifest.io.attention_mask, self._mask)
+        if manifest.io.attention_mask:
+            self._binding.bind_cpu_input(manifest.io.attention_mask, self._mask)
+
+    def _mask_width(self, total: int) -> int:
+        return self.capacity  # the mask spans the preallocated buffer
 
     def truncate(self, n: int) -> None:
         self._mask[0, n:] = 0  # positions past n are invisible and written over by the next run
         self.length = n
         self.tokens = getattr(self, "tokens", [])[:n]
 
-    def forward(self, ids, last_only: bool = True) -> np.ndarray:
-        ids = np.asarray(ids, dtype=np.int64).reshape(1, -1)
+    def _run(self, ids: np.ndarray, last_only: bool) -> np.ndarray:
         n = ids.shape[1]
         total = self._check(n)
         io, b = self.manifest.io, self._binding

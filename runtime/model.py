@@ -18,11 +18,14 @@ from edgelm.runtime import options as options_
 from edgelm.runtime.generate import STOP, Cancel, Outcome, generate_ids
 from edgelm.runtime.options import OPTIONS, SAMPLING_OPTIONS, Request, Usage
 from edgelm.runtime.partition import merged, partition_of
-from edgelm.runtime.providers import choose_auto, resolve
+from edgelm.runtime.providers import choose_auto, device_kind, resolve
 from edgelm.runtime.sampling import SamplingConfig
 from edgelm.runtime.session import create_session
 from edgelm.runtime.text import ReasoningSplit, StopStrings
 from edgelm.runtime.tokenizer import StreamDecoder, TextTokenizer
+
+
+TARGET_DEVICE = {"cpu": "cpu", "gpu": "gpu", "npu-qnn": "npu"}  # export target -> the device kind it is made for
 
 
 class ProviderFallbackWarning(UserWarning):
@@ -79,8 +82,9 @@ class Model:
         self._lock = threading.Lock()  # one generation at a time: they share the decoder's KV cache
         self._owner: int | None = None  # the thread whose generation holds the lock
         self.provider = choose_auto(self.manifest.quantization.mode) if ep == "auto" else resolve(ep)
-        if strict is None:  # NPU packages are made to run whole on their provider: a fallback is an error
-            strict = self.manifest.target != "cpu" and self.provider.spec.name != "cpu"
+        if strict is None:  # NPU/GPU packages are made to run whole on such a provider: a fallback is an error
+            kind = device_kind(self.provider.spec, self.provider.devices)
+            strict = kind != "cpu" and TARGET_DEVICE.get(self.manifest.target) == kind
         opened: dict[str, object] = {}  # one session per graph file (an NPU package's one graph serves both roles)
         self.sessions = {}
         for role, name in self.manifest.graph_files().items():
@@ -92,15 +96,20 @@ class Model:
         if self.partition.fallback:  # never silent: the caller asked for this provider
             p = self.partition
             warnings.warn(ProviderFallbackWarning(
-                f"{len(p.fallback)} of {p.total} nodes fall back from {p.requested} to the CPU "
+                f"{len(p.fallback)} of {p.total} nodes fall back from {p.requested} ({self.provider.label}) to the CPU "
                 f"(--strict / strict=True makes this an error):\n{p.summary()}"), stacklevel=2)
         gen = self.manifest.generation
         self.tokenizer = TextTokenizer(self.path / self.manifest.tokenizer_file, gen.bos_token_id, gen.add_bos)
         mode = self.manifest.kv_cache.mode
+        if mode == "shared" and not self.provider.spec.in_place_kv:  # same graph, arrays swapped each step
+            mode = "concat"
+        self.kv_mode = mode
         if mode not in DECODERS:
             raise PackageError(f"KV-cache mode {mode!r} is unknown to this edgelm; upgrade edgelm")
         # max_length bounds the preallocated cache of "shared" packages (default: DEFAULT_CAPACITY tokens)
         self.decoder = DECODERS[mode](self.sessions, self.manifest, self.path, max_length)
+        if mode != "static":  # static graphs run their own fixed chunks
+            self.decoder.max_run = self.provider.spec.max_run_tokens
 
     def _session(self, role: str, name: str, threads, strict: bool, provider_options, context_cache):
         """The session for one graph; a context model compiled at export for this provider is used if present."""

@@ -60,7 +60,8 @@ class ProviderFallback(EdgeLMError):
         super().__init__(
             f"strict mode: {len(report.fallback)} of {report.total} nodes would fall back from "
             f"{report.requested} to the CPU ({', '.join(f'{op} x{n}' for op, n in ops.most_common())}): "
-            f"{names}{more}; use an export made for this provider, or drop --strict"
+            f"{names}{more}; use an export made for this provider (--target gpu for GPU providers, --target npu-qnn "
+            "for QNN), or drop --strict"
         )
 
 

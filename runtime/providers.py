@@ -39,6 +39,14 @@ class ProviderSpec:
     strict_partition: dict[str, str] = field(default_factory=dict)
     accepts: tuple[str, ...] = ("fp32", "fp16", "int8", "int4")  # package quantization modes it runs
     simulated_on: tuple[str, ...] = ()  # machines where the device is a simulator: auto skips it there
+    # "shared" KV caches bind one host buffer as both past and present: only a provider that runs on host
+    # memory sees them as one (a GPU EP copies both to device buffers, so GQA appends after the whole
+    # buffer). Elsewhere the runtime uses the "concat" mode with the same graph.
+    in_place_kv: bool = False
+    # most new tokens one run may take: longer prompts are run in pieces (each after the ones before). WebGPU
+    # (onnxruntime-ep-webgpu 0.4.0 on Mesa 25's lavapipe) returns wrong logits for positions 8 and on of a run
+    # of 32 or more new tokens (fewer, in pieces or not, match the CPU EP): not known to be right elsewhere
+    max_run_tokens: int | None = None
     notes: str = ""
 
     @property
@@ -49,7 +57,8 @@ class ProviderSpec:
 PROVIDERS: dict[str, ProviderSpec] = {
     s.name: s
     for s in [
-        ProviderSpec("cpu", "CPUExecutionProvider", "cpu", "onnxruntime", accepts=("fp32", "fp16", "int8", "int4", "qdq")),
+        ProviderSpec("cpu", "CPUExecutionProvider", "cpu", "onnxruntime", accepts=("fp32", "fp16", "int8", "int4", "qdq"),
+                     in_place_kv=True),
         ProviderSpec(
             "dml", "DmlExecutionProvider", "gpu", "onnxruntime-directml (Windows only)",
             provider_options={"device_id": "0"},
@@ -67,6 +76,12 @@ PROVIDERS: dict[str, ProviderSpec] = {
             strict_partition={"offload_graph_io_quantization": "0"},
             accepts=("qdq",), simulated_on=("x86_64", "AMD64"),
             notes="HTP backend; on x86-64 the HTP is a simulator. Wants static shapes and QDQ graphs.",
+        ),
+        ProviderSpec(
+            "webgpu", "WebGpuExecutionProvider", "gpu", "onnxruntime-ep-webgpu", plugin_module="onnxruntime_ep_webgpu",
+            accepts=("fp32", "fp16", "int4"), max_run_tokens=16,
+            notes="Dawn: D3D12 on Windows, Metal on macOS, Vulkan on Linux. With ORT_WEBGPU_EP_ALLOW_SOFTWARE_ADAPTER=1 "
+                  "it lists a software adapter (Mesa's lavapipe, Mesa 25+) on the CPU device: correct, slow.",
         ),
         ProviderSpec(
             "openvino", "OpenVINOExecutionProvider", "cpu", "onnxruntime-ep-openvino",
@@ -116,6 +131,9 @@ def register_plugin(spec: ProviderSpec) -> list:
             raise ProviderUnavailable(f"{spec.name} needs the package {spec.install}: pip install {spec.install}") from None
         from edgelm.runtime.session import native_stdout_to_stderr
 
+        import os
+
+        ort.set_default_logger_severity(2 if os.environ.get("EDGELM_VERBOSE") else 4)  # plugins log at load
         try:
             library = module.get_library_path()
             with native_stdout_to_stderr():
@@ -143,11 +161,25 @@ def device_kind(spec: ProviderSpec, devices: list) -> str:
     return devices[0].device.type.name.lower()
 
 
+def is_software(spec: ProviderSpec, devices: list) -> bool:
+    """A GPU provider whose devices are the CPU: a software adapter (WebGPU on lavapipe), correct but slow."""
+    return spec.device == "gpu" and bool(devices) and all(d.device.type.name == "CPU" for d in devices)
+
+
 @dataclass(frozen=True)
 class Resolved:
     spec: ProviderSpec
     devices: list  # OrtEpDevice for plugins, [] otherwise
     reason: str = ""  # why `auto` chose it
+
+    @property
+    def software(self) -> bool:
+        return is_software(self.spec, self.devices)
+
+    @property
+    def label(self) -> str:
+        """The provider's name as reports show it: "webgpu (software adapter)" where it is one."""
+        return self.spec.name + (" (software adapter)" if self.software else "")
 
 
 def probe(spec: ProviderSpec) -> Resolved:
@@ -203,6 +235,8 @@ def choose_auto(quant_mode: str) -> Resolved:
             skipped.append(f"{name}: runs {'/'.join(spec.accepts)} packages, this one is {quant_mode}")
         elif machine in spec.simulated_on:
             skipped.append(f"{name}: its device is a simulator on {machine}")
+        elif found.software:
+            skipped.append(f"{name}: only a software adapter here (no GPU)")
         else:
             candidates.append(found)
     if not candidates:

@@ -16,18 +16,25 @@ _EXECUTION_MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
 
 @contextlib.contextmanager
 def native_stdout_to_stderr():
-    """Keep what native code writes to file descriptor 1 (plugin banners such as QNN's "# LIBNATIVE ...") out
-    of stdout, which stays ours: it goes to /dev/null, or to stderr with EDGELM_VERBOSE=1 (--verbose)."""
+    """Keep what native plugin code writes to the console (QNN's "# LIBNATIVE ..." banner on stdout, Dawn's
+    "Warning: maxDynamic... reduced" on stderr) out of the terminal: stdout stays ours. Both go to /dev/null,
+    or with EDGELM_VERBOSE=1 (--verbose) to stderr. Failures still reach the caller as exceptions."""
     sys.stdout.flush()
-    saved = os.dup(1)
-    sink = 2 if os.environ.get("EDGELM_VERBOSE") else os.open(os.devnull, os.O_WRONLY)
+    sys.stderr.flush()
+    verbose = bool(os.environ.get("EDGELM_VERBOSE"))
+    saved = os.dup(1), os.dup(2)
+    sink = 2 if verbose else os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(sink, 1)
+        if not verbose:
+            os.dup2(sink, 2)
         yield
     finally:
-        _flush_c_stdio()  # native printf output is buffered: flush it while fd 1 still points to the sink
-        os.dup2(saved, 1)
-        os.close(saved)
+        _flush_c_stdio()  # native printf output is buffered: flush it while the descriptors point to the sink
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
         if sink != 2:
             os.close(sink)
 

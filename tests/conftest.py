@@ -7,6 +7,7 @@ than what was measured says why. A test earns its place by failing when the code
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The WebGPU plugin lists a software adapter (Mesa's lavapipe, `make test` installs it) only with this set
+# before it registers: set for the test run only, never by edgelm itself (auto never picks a software adapter)
+os.environ.setdefault("ORT_WEBGPU_EP_ALLOW_SOFTWARE_ADAPTER", "1")
 
 # fuzz tests (hypothesis): the same examples on every run, so CI is reproducible; no example database
 try:

@@ -31,7 +31,7 @@ class EdgeLMEngine(Engine):
             # key + value, every layer, one token
             "kv_bytes_per_token": 2 * kv.num_layers * kv.num_kv_heads * kv.head_dim * np.dtype(kv.dtype).itemsize,
             "weight_bytes_per_token": m.weights.per_token if m.weights else None,
-            "ep": self.model.provider.spec.name + (" (auto)" if self.ep == "auto" else ""),
+            "ep": self.model.provider.label + (" (auto)" if self.ep == "auto" else ""),
             "ep_node_share": self.model.partition.on_requested() / max(self.model.partition.total, 1),
             "export_check": asdict(m.quality) if m.quality else None,
         }

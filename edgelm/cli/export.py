@@ -89,7 +89,8 @@ def add(sub) -> None:
                    help=f"graph builder (default {ed['backend']}: native where the architecture and precision "
                    "allow, else optimum-onnx)")
     p.add_argument("--target", choices=TARGETS,
-                   help=f"what the package runs on (default {ed['target']}; npu-qnn: static QDQ graph pair for the "
+                   help=f"what the package runs on (default {ed['target']}; gpu: every node on GPU providers such "
+                   "as WebGPU or DirectML, lengths fed by the runtime; npu-qnn: static QDQ graph for the "
                    "Qualcomm HTP)")
     npu = p.add_argument_group("npu-qnn target")
     npu.add_argument("--context", type=int, help=f"positions the graphs attend over (default {nd['context']})")

@@ -37,6 +37,10 @@ from edgelm.manifest import WeightStats
 # optimum's names, so both builders' packages look alike; no position_ids (GQA rotates by itself) and
 # an input saying how many last positions get logits
 NATIVE_IO = replace(OPTIMUM_IO, position_ids=None, logits_to_keep="num_logits_to_keep")
+# --target gpu: no int64 arithmetic in the graph (GPU EPs such as WebGPU leave it to the CPU): the lengths
+# GroupQueryAttention takes and the logits slice's start come from the host
+GPU_IO = replace(NATIVE_IO, attention_mask=None, logits_to_keep=None, seqlens_k="seqlens_k",
+                 total_sequence_length="total_sequence_length", logits_start="logits_start")
 MS = "com.microsoft"
 
 
@@ -58,8 +62,8 @@ class LinearFormat:
 
 class DecoderBuilder:
     def __init__(self, arch: ArchSpec, reader: SafetensorsReader, folder: Path, model_file: str, fmt: LinearFormat,
-                 progress=None):
-        self.arch, self.reader, self.fmt, self.progress = arch, reader, fmt, progress
+                 progress=None, io=NATIVE_IO):
+        self.arch, self.reader, self.fmt, self.progress, self.io = arch, reader, fmt, progress, io
         self.float = np.dtype(fmt.float_type)  # every float tensor of the graph but the logits
         self.g = GraphBuilder(folder, model_file)
 
@@ -144,11 +148,17 @@ class DecoderBuilder:
         a, g = self.arch, self.g
         ftype = np_dtype_to_tensor_dtype(self.float)
         kv, hd = a.num_kv_heads, a.head_dim
-        io = NATIVE_IO
+        io = self.io
         ids = g.input(io.input_ids, T.INT64, ["batch", "sequence"])
-        mask = g.input(io.attention_mask, T.INT64, ["batch", "total_sequence"])
-        keep = g.input(io.logits_to_keep, T.INT64, [])
-        seqlens, total = self._lengths(mask)
+        if io.seqlens_k:  # from the host (GPU_IO)
+            seqlens = g.input(io.seqlens_k, T.INT32, ["batch"])
+            total = g.input(io.total_sequence_length, T.INT32, [])
+            start = g.input(io.logits_start, T.INT64, [1])
+        else:
+            mask = g.input(io.attention_mask, T.INT64, ["batch", "total_sequence"])
+            keep = g.input(io.logits_to_keep, T.INT64, [])
+            seqlens, total = self._lengths(mask)
+            start = self._slice_start(keep)
         tied = a.tied_embeddings
         x, shared_head = self.embedding(ids, tied)
         cos, sin = rotary_caches(hd, a.context_length, a.rope_theta, a.rope_scaling)
@@ -186,7 +196,7 @@ class DecoderBuilder:
                 self.progress.update(1)
 
         normed, _ = self.norm(down, residual, "final_norm", None, "/model/norm")
-        last = self._last_positions(normed, keep)
+        last = self._last_positions(normed, start)
         if shared_head is not None:  # tied and quantized: lm_head reads the embedding's own codes
             logits = self._matmul_nbits(last, shared_head, "/lm_head")
         else:
@@ -229,19 +239,24 @@ class DecoderBuilder:
         (total,) = g.node("Cast", [squeezed], ["/model/attn_mask/total"], name="/model/attn_mask/CastTotal", to=6)
         return seqlens, total
 
-    def _last_positions(self, x: str, keep: str) -> str:
-        """x[:, -keep:, :]: only the positions whose logits the caller reads go through lm_head."""
+    def _slice_start(self, keep: str) -> str:
+        """-keep as a (1,) int64: where the positions whose logits the caller reads begin."""
         g = self.g
         (neg,) = g.node("Neg", [keep], ["/lm_head/neg_keep"], name="/lm_head/Neg")
         zero = g.constant("/lm_head/zero", np.array([0], dtype=np.int64))
         (start,) = g.node("Unsqueeze", [neg, zero], ["/lm_head/start"], name="/lm_head/Unsqueeze")
+        return start
+
+    def _last_positions(self, x: str, start: str) -> str:
+        """x[:, start:, :]: only the positions whose logits the caller reads go through lm_head."""
+        g = self.g
         end = g.constant("/lm_head/end", np.array([np.iinfo(np.int64).max], dtype=np.int64))
         axis = g.constant("/lm_head/axis", np.array([1], dtype=np.int64))
         (out,) = g.node("Slice", [x, start, end, axis], ["/lm_head/last"], name="/lm_head/Slice")
         return out
 
 
-def export_native(source, workdir: Path, mode, progress: bool | Progress = True):
+def export_native(source, workdir: Path, mode, progress: bool | Progress = True, io=NATIVE_IO):
     """Build the fused decoder into `workdir/model.onnx` (+ .data) with `mode`'s precision; return (path, io,
     weight stats, the manifest's Quantization: what was done, MLP block size and calibration included).
 
@@ -258,7 +273,7 @@ def export_native(source, workdir: Path, mode, progress: bool | Progress = True)
         reader = awq = awq_reader(source, reader, fmt, quant_config.calibration_samples)
     what = f"build the {mode.name} graph" + (" (awq: calibrate, scale, quantize)" if awq else "")
     with as_progress(progress).stage(what, total=source.arch.num_layers, unit="layer") as bar:
-        builder = DecoderBuilder(source.arch, reader, workdir, "model.onnx", fmt, bar)
+        builder = DecoderBuilder(source.arch, reader, workdir, "model.onnx", fmt, bar, io)
         try:
             path, stats = builder.build()
         finally:
@@ -269,4 +284,4 @@ def export_native(source, workdir: Path, mode, progress: bool | Progress = True)
     if awq is not None:
         quant = replace(quant, calibration=f"awq: {len(awq.windows)} windows x {len(awq.windows[0])} tokens, "
                                            f"mean alpha {awq.mean_alpha:.3f}")
-    return path, NATIVE_IO, stats, quant
+    return path, io, stats, quant
