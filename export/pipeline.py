@@ -107,6 +107,9 @@ def choose_backend(requested: str, source, mode: QuantMode) -> tuple[str, str | 
                           "use --backend auto or optimum")
     chosen = ("optimum" if declined else "native") if requested == "auto" else requested
     reason = "; ".join(declined) if declined else None
+    if chosen == "optimum" and not mode.optimum:
+        why = f": the native builder declines this model ({reason})" if reason else ""
+        raise ExportError(f"{mode.name} is built by the native builder only{why}; choose another --quant")
     if chosen == "optimum" and mode.config.calibration == "awq" and mode.native_bits is not None:
         raise ExportError("--calibration awq is done by the native builder, and this export takes the optimum "
                           "backend (asked for, or needed by the architecture or precision); drop --calibration awq")

@@ -66,6 +66,7 @@ class QuantMode:
     native: ClassVar[bool] = True  # the native builder can emit this precision
     native_bits: ClassVar[int | None] = None  # its linears: None = float MatMul, else MatMulNBits bits
     native_float: ClassVar[str] = "float32"  # activations, float weights and KV cache of the native graph
+    optimum: ClassVar[bool] = True  # the optimum path can make it too (else the native builder only)
 
     def __init__(self, config: QuantConfig):
         self.config = config
@@ -189,3 +190,12 @@ class Int8(_MatMulNBits):
 @register("int4")
 class Int4(_MatMulNBits):
     bits = native_bits = 4
+
+
+@register("int4-fp16")
+class Int4Fp16(Int4):
+    """int4 weights with fp16 activations and KV cache (fp32 logits): the GPU format (MatMulNBits with float16
+    inputs). Native builder only."""
+
+    native_float = "float16"
+    optimum = False

@@ -37,7 +37,7 @@ class ProviderSpec:
     # name the nodes a strict load refused (QNN hands graph-input Q and graph-output DQ nodes to the CPU
     # unless fallback is off; counting those would blame them for any compile failure)
     strict_partition: dict[str, str] = field(default_factory=dict)
-    accepts: tuple[str, ...] = ("fp32", "fp16", "int8", "int4")  # package quantization modes it runs
+    accepts: tuple[str, ...] = ("fp32", "fp16", "int8", "int4", "int4-fp16")  # package quantization modes it runs
     simulated_on: tuple[str, ...] = ()  # machines where the device is a simulator: auto skips it there
     # "shared" KV caches bind one host buffer as both past and present: only a provider that runs on host
     # memory sees them as one (a GPU EP copies both to device buffers, so GQA appends after the whole
@@ -57,7 +57,7 @@ class ProviderSpec:
 PROVIDERS: dict[str, ProviderSpec] = {
     s.name: s
     for s in [
-        ProviderSpec("cpu", "CPUExecutionProvider", "cpu", "onnxruntime", accepts=("fp32", "fp16", "int8", "int4", "qdq"),
+        ProviderSpec("cpu", "CPUExecutionProvider", "cpu", "onnxruntime", accepts=("fp32", "fp16", "int8", "int4", "int4-fp16", "qdq"),
                      in_place_kv=True),
         ProviderSpec(
             "dml", "DmlExecutionProvider", "gpu", "onnxruntime-directml (Windows only)",
@@ -79,7 +79,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
         ),
         ProviderSpec(
             "webgpu", "WebGpuExecutionProvider", "gpu", "onnxruntime-ep-webgpu", plugin_module="onnxruntime_ep_webgpu",
-            accepts=("fp32", "fp16", "int4"), max_run_tokens=16,
+            accepts=("fp32", "fp16", "int8", "int4", "int4-fp16"), max_run_tokens=16,
             notes="Dawn: D3D12 on Windows, Metal on macOS, Vulkan on Linux. With ORT_WEBGPU_EP_ALLOW_SOFTWARE_ADAPTER=1 "
                   "it lists a software adapter (Mesa's lavapipe, Mesa 25+) on the CPU device: correct, slow.",
         ),

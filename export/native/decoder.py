@@ -89,7 +89,9 @@ class DecoderBuilder:
     def _store(self, q, name: str, block: int, gather_only: bool = False) -> tuple:
         """Write a quantized weight's codes, scales (and zero points); return (names, N, K, block)."""
         g = self.g
-        names = [g.weight(f"{name}.qweight", q.codes, gather_only), g.weight(f"{name}.scales", q.scales, gather_only)]
+        # scales take the activations' type (MatMulNBits binds them to one type parameter; float16 packages)
+        names = [g.weight(f"{name}.qweight", q.codes, gather_only),
+                 g.weight(f"{name}.scales", self._f(q.scales), gather_only)]
         if q.zero_points is not None:
             names.append(g.weight(f"{name}.zero_points", q.zero_points, gather_only))
         return names, q.n, q.k, block

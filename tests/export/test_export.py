@@ -227,3 +227,11 @@ def test_sampling_defaults_come_from_generation_config(tmp_path, builds):
     (src / "generation_config.json").write_text(json.dumps(gen))
     g = export_model(src, tmp_path / "pkg2", ExportConfig(quant="fp32", progress=False, check=False)).generation
     assert (g.temperature, g.top_k, g.top_p, g.repetition_penalty) == (0.0, 0, 1.0, 1.1)
+
+
+def test_native_only_precisions_are_refused_on_the_optimum_path(builds, tmp_path):
+    """int4-fp16 (the GPU format) is the native builder's: asking optimum for it must not quietly give int4."""
+    config = ExportConfig(quant="int4-fp16", backend="optimum", progress=False)
+    with pytest.raises(ExportError, match="int4-fp16 is built by the native builder only"):
+        export_model(builds.hf("tiny-llama"), tmp_path / "out", config)
+    assert not (tmp_path / "out").exists()

@@ -5,8 +5,9 @@ ORT_WEBGPU_EP_ALLOW_SOFTWARE_ADAPTER=1, which tests/conftest.py sets for the tes
 References: the CPU EP running the same package (greedy tokens, logits), and the partition onnxruntime
 itself reports. Measured on 2026-12-02 (tiny-llama, 100 positions, runs of 16): max |logit diff| webgpu vs
 cpu 2.2e-5 (fp32), 3.0e-5 (int4, accuracy level 0), 0.133 (fp16: WebGPU's fp16 MatMul accumulates in fp16),
-top-1 agreement over the 100 positions 1.0 / 1.0 / 0.99; 24/24 greedy tokens equal for all three. Without
-the runs of 16 (one run of 100), positions 8 and on were off by up to 2.7 in fp32."""
+0.102 (int4-fp16); top-1 agreement over the 100 positions 1.0 / 1.0 / 0.99 / 0.98; greedy tokens equal to the
+CPU EP's: 24/24, 24/24, 24/24 and the first 7 of 24 for int4-fp16 (fp16 rounding on near-tied random
+logits). Without the runs of 16 (one run of 100), positions 8 and on were off by up to 2.7 in fp32."""
 
 import numpy as np
 import pytest
@@ -19,8 +20,9 @@ from edgelm.runtime.providers import choose_auto, resolve
 
 IDS = list(range(5, 105))  # 100 positions: runs past 32 tokens are what WebGPU got wrong
 # fp32/int4 compute in float32 on both EPs (bounds ~2x measured); fp16 accumulates in fp16 on WebGPU
-LOGIT_BOUND = {"fp32": 5e-5, "int4": 6e-5, "fp16": 0.3}
-TOP1_BOUND = {"fp32": 1.0, "int4": 1.0, "fp16": 0.97}
+LOGIT_BOUND = {"fp32": 5e-5, "int4": 6e-5, "fp16": 0.3, "int4-fp16": 0.25}
+TOP1_BOUND = {"fp32": 1.0, "int4": 1.0, "fp16": 0.97, "int4-fp16": 0.95}
+GREEDY_PREFIX = {"fp32": 24, "int4": 24, "fp16": 24, "int4-fp16": 5}  # first tokens equal to the CPU EP's
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +42,11 @@ def webgpu(builds):
 
 @pytest.fixture(scope="module")
 def gpu_packages(builds, tmp_path_factory):
-    """tiny-llama as --target gpu packages; int4 at accuracy level 0 (float32 activations, as WebGPU computes)."""
+    """tiny-llama as --target gpu packages; int4 at accuracy level 0 (the CPU EP then computes in float, as
+    WebGPU does)."""
     base = tmp_path_factory.mktemp("gpu")
     out = {}
-    for quant in ("fp32", "fp16", "int4"):
+    for quant in ("fp32", "fp16", "int4", "int4-fp16"):
         config = ExportConfig(quant=quant, target="gpu", progress=False, check=False,
                               quant_config=QuantConfig(accuracy_level=0))
         out[quant] = export_model(builds.hf("tiny-llama"), base / quant, config) and base / quant
@@ -59,7 +62,7 @@ def test_the_gpu_graph_has_no_int64_arithmetic(gpu_packages):
     assert {i.name for i in graph.input} >= {"seqlens_k", "total_sequence_length", "logits_start"}
 
 
-@pytest.mark.parametrize("quant", ["fp32", "fp16", "int4"])
+@pytest.mark.parametrize("quant", ["fp32", "fp16", "int4", "int4-fp16"])
 def test_gpu_packages_run_whole_on_webgpu_as_on_the_cpu(webgpu, gpu_packages, quant):
     package = gpu_packages[quant]
     gpu = load(package, ep="webgpu")  # strict by default: a GPU package on a GPU provider
@@ -71,7 +74,8 @@ def test_gpu_packages_run_whole_on_webgpu_as_on_the_cpu(webgpu, gpu_packages, qu
     assert (got.argmax(-1) == want.argmax(-1)).mean() >= TOP1_BOUND[quant]
     prompt = cpu.encode_prompt("Hello there")
     kw = {"max_new_tokens": 24, "ignore_eos": True}
-    assert list(gpu.stream_ids(prompt, **kw)) == list(cpu.stream_ids(prompt, **kw))
+    n = GREEDY_PREFIX[quant]
+    assert list(gpu.stream_ids(prompt, **kw))[:n] == list(cpu.stream_ids(prompt, **kw))[:n]
 
 
 def test_a_cpu_package_names_the_ops_webgpu_lacks(webgpu, builds):
