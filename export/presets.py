@@ -26,6 +26,15 @@ _LLAMA_BASE = {
     "attention_bias": False,
     "mlp_bias": False,
 }
+_QWEN3_BASE = {
+    "architectures": ["Qwen3ForCausalLM"],
+    "model_type": "qwen3",
+    "hidden_act": "silu",
+    "rms_norm_eps": 1e-6,
+    "attention_bias": False,
+    "use_sliding_window": False,
+    "attention_dropout": 0.0,
+}
 _MISTRAL_BASE = {
     "architectures": ["MistralForCausalLM"],
     "model_type": "mistral",
@@ -68,6 +77,30 @@ PRESETS: dict[str, Preset] = {
              "max_position_embeddings": 512, "rope_theta": 10000.0, "sliding_window": None,
              "tie_word_embeddings": False},
             init_range=0.25, description="2-layer Mistral for tests (MQA)", tokenizer_vocab=512,
+        ),
+        Preset(
+            "tiny-qwen3",
+            {**_QWEN3_BASE, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32, "vocab_size": 512,
+             "max_position_embeddings": 512, "rope_theta": 1000000.0, "tie_word_embeddings": True},
+            init_range=0.25, description="2-layer Qwen3 for tests (q/k norm, head_dim 32 != 64 / 4)",
+            tokenizer_vocab=512,
+        ),
+        Preset(
+            "qwen3-0.6b",
+            {**_QWEN3_BASE, "hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 28,
+             "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
+             "max_position_embeddings": 40960, "rope_theta": 1000000.0, "tie_word_embeddings": True,
+             "bos_token_id": 151643, "eos_token_id": 151645},
+            description="Qwen3-0.6B shape",
+        ),
+        Preset(
+            "qwen3-1.7b",
+            {**_QWEN3_BASE, "hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 28,
+             "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
+             "max_position_embeddings": 40960, "rope_theta": 1000000.0, "tie_word_embeddings": True,
+             "bos_token_id": 151643, "eos_token_id": 151645},
+            description="Qwen3-1.7B shape",
         ),
         Preset(
             "qwen2.5-0.5b",

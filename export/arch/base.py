@@ -74,6 +74,8 @@ class ArchSpec:
     model_type: ClassVar[str] = ""
     optimum_task: ClassVar[str] = "text-generation-with-past"
     native: ClassVar[bool] = True  # the native builder knows this layout
+    # builder switches (data, read by every builder; never a branch on the architecture's name)
+    qk_norm: ClassVar[bool] = False  # an RMSNorm over each head of q and k before rotary (roles q_norm, k_norm)
     # HF tensor names by role (data, per architecture); {i} is the layer
     tensor_names: ClassVar[dict[str, str]] = {
         "embed": "model.embed_tokens.weight",

@@ -50,8 +50,8 @@ GROUPS = (
     ScaleGroup("mlp", ("gate", "up"), "post_norm", False, True),
     ScaleGroup("down", ("down",), "up", True, True),
 )
-LAYER_ROLES = ("input_norm", "q", "k", "v", "q_bias", "k_bias", "v_bias", "o", "o_bias", "post_norm", "gate", "up",
-               "down", "gate_bias", "up_bias", "down_bias")
+LAYER_ROLES = ("input_norm", "q", "k", "v", "q_bias", "k_bias", "v_bias", "q_norm", "k_norm", "o", "o_bias",
+               "post_norm", "gate", "up", "down", "gate_bias", "up_bias", "down_bias")
 
 
 def _bias(w: dict, role: str):
@@ -111,8 +111,11 @@ class CalibrationForward:
         nh, kv, hd = a.num_heads, a.num_kv_heads, a.head_dim
         x = self._norm(h, w["input_norm"])
         q, k, v = (x @ w[r].T + _bias(w, f"{r}_bias") for r in "qkv")
-        q = self._rotate(q.reshape(nw, length, nh, hd)).transpose(0, 2, 1, 3)  # (nw, nh, L, hd)
-        k = self._rotate(k.reshape(nw, length, kv, hd)).transpose(0, 2, 1, 3)
+        q, k = q.reshape(nw, length, nh, hd), k.reshape(nw, length, kv, hd)
+        if a.qk_norm:  # per head, before rotary
+            q, k = self._norm(q, w["q_norm"]), self._norm(k, w["k_norm"])
+        q = self._rotate(q).transpose(0, 2, 1, 3)  # (nw, nh, L, hd)
+        k = self._rotate(k).transpose(0, 2, 1, 3)
         v = v.reshape(nw, length, kv, hd).transpose(0, 2, 1, 3)
         group = nh // kv
         q = q.reshape(nw, kv, group * length, hd)  # the query heads sharing one kv head, stacked
@@ -141,7 +144,8 @@ class AwqReader:
         self.reader, self.arch, self.fmt, self.seed = reader, arch, fmt, seed
         self.windows = windows
         self.forward: CalibrationForward | None = None
-        self.layer_of = {arch.tensor(role, i): i for i in range(arch.num_layers) for role in LAYER_ROLES}
+        self.layer_of = {arch.tensor(role, i): i for i in range(arch.num_layers) for role in LAYER_ROLES
+                         if role in arch.tensor_names}
         self.done = -1
         self.current: dict[str, np.ndarray] = {}  # the scaled tensors of the latest layer, by name
         self.alphas: dict[tuple[str, int], float] = {}

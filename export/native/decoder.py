@@ -135,6 +135,30 @@ class DecoderBuilder:
                                 domain=MS, epsilon=eps)
         return y, total
 
+    #  qkv ─ Split ─┬─ q ─ Reshape (b, s, heads, hd) ─ SimplifiedLayerNorm(q_norm) ─ Reshape (b, s, heads*hd) ─┐
+    #               ├─ k ─ Reshape (b, s, kv, hd) ──── SimplifiedLayerNorm(k_norm) ─ Reshape (b, s, kv*hd) ────┼─> GQA
+    #               └─ v ─────────────────────────────────────────────────────────────────────────────────────┘
+    def qk_normed(self, qkv: str, layer: int, p: str) -> list[str]:
+        """q, k, v apart, q and k RMS-normed per head (Qwen3, Gemma-3); GroupQueryAttention rotates them after."""
+        g, a = self.g, self.arch
+        hd = a.head_dim
+        sizes = g.constant(f"{p}/attn/qkv_sizes", np.array([a.num_heads * hd, a.num_kv_heads * hd,
+                                                            a.num_kv_heads * hd], dtype=np.int64))
+        q, k, v = g.node("Split", [qkv, sizes], [f"{p}/attn/q", f"{p}/attn/k", f"{p}/attn/v"],
+                         name=f"{p}/attn/qkv/Split", axis=-1)
+        heads = g.constant(f"{p}/attn/heads_shape", np.array([0, 0, -1, hd], dtype=np.int64))
+        flat = g.constant(f"{p}/attn/flat_shape", np.array([0, 0, -1], dtype=np.int64))
+        out = []
+        for x, role in ((q, "q_norm"), (k, "k_norm")):
+            name = f"{p}/attn/{role}"
+            (split,) = g.node("Reshape", [x, heads], [f"{name}/heads"], name=f"{name}/Reshape")
+            w = g.weight(f"{name}.weight", self._f(self._w(role, layer)))
+            (normed,) = g.node("SimplifiedLayerNormalization", [split, w], [f"{name}/out"],
+                               name=f"{name}/SimplifiedLayerNorm", axis=-1, epsilon=a.rms_norm_eps, stash_type=1)
+            (back,) = g.node("Reshape", [normed, flat], [f"{name}/flat"], name=f"{name}/ReshapeBack")
+            out.append(back)
+        return [*out, v]
+
     def _w(self, role: str, layer: int) -> np.ndarray:
         return self.reader.get(self.arch.tensor(role, layer))
 
@@ -180,8 +204,9 @@ class DecoderBuilder:
             present_k, present_v = (g.output(n, ftype, ["batch", kv, "total_sequence", hd])
                                     for n in io.present_names(i))
             window = a.layer_window(i)
+            qkv_in = self.qk_normed(qkv, i, p) if a.qk_norm else [qkv, "", ""]  # packed, or q, k, v apart
             attn, _, _ = g.node(
-                "GroupQueryAttention", [qkv, "", "", past_k, past_v, seqlens, total, cos_name, sin_name],
+                "GroupQueryAttention", [*qkv_in, past_k, past_v, seqlens, total, cos_name, sin_name],
                 [f"{p}/attn/out", present_k, present_v], name=f"{p}/attn/GroupQueryAttention", domain=MS,
                 num_heads=a.num_heads, kv_num_heads=kv, do_rotary=1, rotary_interleaved=0,
                 local_window_size=int(window) if window else -1,

@@ -30,6 +30,10 @@ CASES = {
                                    "rope_theta": 1000000.0}, False),
     "qwen2-tf5": ({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", **SHAPE, "rope_theta": 1000000.0,
                    "tie_word_embeddings": True}, True),
+    # q/k RMSNorm per head before rotary, head_dim apart from hidden / heads, q/k/v/o biases, a window
+    "qwen3-all-features": ({"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", **SHAPE, "head_dim": 32,
+                            "attention_bias": True, "use_sliding_window": True, "sliding_window": 8,
+                            "max_window_layers": 1, "rope_theta": 1000000.0, "tie_word_embeddings": True}, False),
     "mistral-window-8-tf5": ({"architectures": ["MistralForCausalLM"], "model_type": "mistral", **SHAPE,
                               "head_dim": 32, "sliding_window": 8, "hidden_act": "swish", "rope_theta": 1000000.0},
                              True),

@@ -64,7 +64,7 @@ def test_native_fp32_matches_torch_with_every_feature_on(sources, tmp_path, case
     assert list(model.stream_ids(ids, max_new_tokens=32, ignore_eos=True, temperature=0.0)) == greedy
 
 
-@pytest.mark.parametrize("case", ["llama-all-features", "qwen2-window-from-layer-1"])
+@pytest.mark.parametrize("case", ["llama-all-features", "qwen2-window-from-layer-1", "qwen3-all-features"])
 @pytest.mark.parametrize("quant", ["int8", "int4"])
 def test_quantized_packages_record_their_agreement(sources, tmp_path, case, quant):
     """int8/int4 (awq on int4: its calibration forward runs every feature too) carry the measured figures.
@@ -151,7 +151,6 @@ def test_min_agreement_fails_a_quantized_export(sources, tmp_path):
 # Architectures without a spec: optimum exports them under the default --backend auto.
 FOREIGN = {
     "Phi3ForCausalLM": {"model_type": "phi3", **SHAPE, "pad_token_id": 0},
-    "Qwen3ForCausalLM": {"model_type": "qwen3", **SHAPE, "head_dim": 32},
     "GPT2LMHeadModel": {"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 512,
                         "n_positions": 256},
     "Gemma2ForCausalLM": {"model_type": "gemma2", **SHAPE, "head_dim": 16, "sliding_window": 8},
@@ -185,7 +184,7 @@ def test_foreign_architecture_exports_with_optimum_and_matches_torch(foreign, tm
 
 
 @pytest.mark.parametrize("quant", ["int4", "int8"])
-@pytest.mark.parametrize("name", ["Phi3ForCausalLM", "Qwen3ForCausalLM", "GPT2LMHeadModel"])
+@pytest.mark.parametrize("name", ["Phi3ForCausalLM", "GPT2LMHeadModel"])
 def test_foreign_architecture_quantized_records_agreement(foreign, tmp_path, name, quant):
     """GPT-2's Conv1D linears export as Gemm and are quantized too (MatMulNBits, no Gemm left). Measured on
     these random models: top-1 0.3-0.7 (int4), 0.9+ (int8)."""
@@ -228,3 +227,13 @@ def test_spec_declines_what_it_does_not_implement(extra, named):
     assert named in declined, declined
     assert not get_arch({**config, **{k: None for k in extra if k != "model_type"},
                          "model_type": get_arch(config).model_type}).declined()
+
+
+def test_the_npu_target_declines_builder_features_it_does_not_build(builds, tmp_path):
+    """Qwen3's q/k norm is built for cpu/gpu, not yet for the static NPU graph: refused at once, by name."""
+    from edgelm.export.config import NpuConfig
+
+    config = ExportConfig(target="npu-qnn", npu=NpuConfig(context=64, chunk=16), progress=False)
+    with pytest.raises(ExportError, match=r"npu-qnn does not build qk_norm \(the RMSNorm over each head"):
+        export_model(builds.hf("tiny-qwen3"), tmp_path / "npu", config)
+    assert not (tmp_path / "npu").exists()
