@@ -80,7 +80,7 @@ def _check(config: ExportConfig, out: Path, protected: tuple[Path, ...] = ()) ->
 
 
 # ArchSpec builder switches the static NPU graph does not implement yet: switch -> what it is
-NPU_UNBUILT = {"qk_norm": "the RMSNorm over each head of q and k"}
+NPU_UNBUILT = {"qk_norm": "the RMSNorm over each head of q and k", "nope_layers": "layers without rotary"}
 
 
 class BackendFallback(UserWarning):

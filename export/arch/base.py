@@ -213,6 +213,15 @@ class ArchSpec:
         for full attention."""
         return None
 
+    def layer_rope(self, layer: int) -> bool:
+        """Whether layer `layer` rotates q and k (False: a "NoPE" layer, SmolLM3)."""
+        return True
+
+    @property
+    def nope_layers(self) -> tuple[int, ...]:
+        """The layers without rotary."""
+        return tuple(i for i in range(self.num_layers) if not self.layer_rope(i))
+
     @property
     def smallest_window(self) -> int | None:
         windows = [w for w in (self.layer_window(i) for i in range(self.num_layers)) if w]

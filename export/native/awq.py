@@ -114,8 +114,9 @@ class CalibrationForward:
         q, k = q.reshape(nw, length, nh, hd), k.reshape(nw, length, kv, hd)
         if a.qk_norm:  # per head, before rotary
             q, k = self._norm(q, w["q_norm"]), self._norm(k, w["k_norm"])
-        q = self._rotate(q).transpose(0, 2, 1, 3)  # (nw, nh, L, hd)
-        k = self._rotate(k).transpose(0, 2, 1, 3)
+        if a.layer_rope(index):  # NoPE layers (SmolLM3) do not rotate
+            q, k = self._rotate(q), self._rotate(k)
+        q, k = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3)  # (nw, heads, L, hd)
         v = v.reshape(nw, length, kv, hd).transpose(0, 2, 1, 3)
         group = nh // kv
         q = q.reshape(nw, kv, group * length, hd)  # the query heads sharing one kv head, stacked

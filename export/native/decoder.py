@@ -205,10 +205,12 @@ class DecoderBuilder:
                                     for n in io.present_names(i))
             window = a.layer_window(i)
             qkv_in = self.qk_normed(qkv, i, p) if a.qk_norm else [qkv, "", ""]  # packed, or q, k, v apart
+            rope = a.layer_rope(i)  # NoPE layers (SmolLM3) attend without rotary
             attn, _, _ = g.node(
-                "GroupQueryAttention", [*qkv_in, past_k, past_v, seqlens, total, cos_name, sin_name],
+                "GroupQueryAttention", [*qkv_in, past_k, past_v, seqlens, total, *((cos_name, sin_name) if rope else
+                                                                                 ("", ""))],
                 [f"{p}/attn/out", present_k, present_v], name=f"{p}/attn/GroupQueryAttention", domain=MS,
-                num_heads=a.num_heads, kv_num_heads=kv, do_rotary=1, rotary_interleaved=0,
+                num_heads=a.num_heads, kv_num_heads=kv, do_rotary=int(rope), rotary_interleaved=0,
                 local_window_size=int(window) if window else -1,
             )
             o = self.linear(attn, self._w("o", i), f"{p}/attn/o_proj", self._maybe("o_bias", i))

@@ -34,6 +34,11 @@ CASES = {
     "qwen3-all-features": ({"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", **SHAPE, "head_dim": 32,
                             "attention_bias": True, "use_sliding_window": True, "sliding_window": 8,
                             "max_window_layers": 1, "rope_theta": 1000000.0, "tie_word_embeddings": True}, False),
+    # NoPE layers (0 and 2 of 3), a window on them, q/k/v/o and MLP biases, head_dim = hidden / heads
+    "smollm3-all-features": ({"architectures": ["SmolLM3ForCausalLM"], "model_type": "smollm3", **SHAPE,
+                              "no_rope_layers": [0, 1, 0], "use_sliding_window": True, "sliding_window": 8,
+                              "attention_bias": True, "mlp_bias": True, "rope_theta": 2000000.0,
+                              "tie_word_embeddings": True}, False),
     "mistral-window-8-tf5": ({"architectures": ["MistralForCausalLM"], "model_type": "mistral", **SHAPE,
                               "head_dim": 32, "sliding_window": 8, "hidden_act": "swish", "rope_theta": 1000000.0},
                              True),

@@ -64,7 +64,8 @@ def test_native_fp32_matches_torch_with_every_feature_on(sources, tmp_path, case
     assert list(model.stream_ids(ids, max_new_tokens=32, ignore_eos=True, temperature=0.0)) == greedy
 
 
-@pytest.mark.parametrize("case", ["llama-all-features", "qwen2-window-from-layer-1", "qwen3-all-features"])
+@pytest.mark.parametrize("case", ["llama-all-features", "qwen2-window-from-layer-1", "qwen3-all-features",
+                                  "smollm3-all-features"])
 @pytest.mark.parametrize("quant", ["int8", "int4"])
 def test_quantized_packages_record_their_agreement(sources, tmp_path, case, quant):
     """int8/int4 (awq on int4: its calibration forward runs every feature too) carry the measured figures.
