@@ -35,6 +35,23 @@ _QWEN3_BASE = {
     "use_sliding_window": False,
     "attention_dropout": 0.0,
 }
+_SMOLLM3_BASE = {
+    "architectures": ["SmolLM3ForCausalLM"],
+    "model_type": "smollm3",
+    "hidden_act": "silu",
+    "rms_norm_eps": 1e-6,
+    "attention_bias": False,
+    "mlp_bias": False,
+    "use_sliding_window": False,
+}
+_GRANITE_BASE = {
+    "architectures": ["GraniteForCausalLM"],
+    "model_type": "granite",
+    "hidden_act": "silu",
+    "rms_norm_eps": 1e-5,
+    "attention_bias": False,
+    "mlp_bias": False,
+}
 _MISTRAL_BASE = {
     "architectures": ["MistralForCausalLM"],
     "model_type": "mistral",
@@ -101,6 +118,38 @@ PRESETS: dict[str, Preset] = {
              "max_position_embeddings": 40960, "rope_theta": 1000000.0, "tie_word_embeddings": True,
              "bos_token_id": 151643, "eos_token_id": 151645},
             description="Qwen3-1.7B shape",
+        ),
+        Preset(
+            "tiny-smollm3",
+            {**_SMOLLM3_BASE, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4,
+             "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512, "max_position_embeddings": 512,
+             "rope_theta": 2000000.0, "no_rope_layer_interval": 4, "tie_word_embeddings": True},
+            init_range=0.25, description="4-layer SmolLM3 for tests (layer 3 without rotary)", tokenizer_vocab=512,
+        ),
+        Preset(
+            "smollm3-3b",
+            {**_SMOLLM3_BASE, "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36,
+             "num_attention_heads": 16, "num_key_value_heads": 4, "vocab_size": 128256,
+             "max_position_embeddings": 65536, "rope_theta": 5000000.0, "no_rope_layer_interval": 4,
+             "tie_word_embeddings": True, "bos_token_id": 128000, "eos_token_id": 128012},
+            description="SmolLM3-3B shape (every 4th layer without rotary)",
+        ),
+        Preset(
+            "tiny-granite",
+            {**_GRANITE_BASE, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512, "max_position_embeddings": 512,
+             "rope_theta": 10000000.0, "embedding_multiplier": 12.0, "residual_multiplier": 0.22,
+             "attention_multiplier": 0.0625, "logits_scaling": 8.0, "tie_word_embeddings": True},
+            init_range=0.25, description="2-layer Granite for tests (all four multipliers)", tokenizer_vocab=512,
+        ),
+        Preset(
+            "granite-3.3-2b",
+            {**_GRANITE_BASE, "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 40,
+             "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 49159,
+             "max_position_embeddings": 131072, "rope_theta": 10000000.0, "embedding_multiplier": 12.0,
+             "residual_multiplier": 0.22, "attention_multiplier": 0.015625, "logits_scaling": 8.0,
+             "tie_word_embeddings": True, "bos_token_id": 0, "eos_token_id": 0},
+            description="Granite-3.3-2B shape",
         ),
         Preset(
             "qwen2.5-0.5b",

@@ -76,6 +76,9 @@ class ArchSpec:
     native: ClassVar[bool] = True  # the native builder knows this layout
     # builder switches (data, read by every builder; never a branch on the architecture's name)
     qk_norm: ClassVar[bool] = False  # an RMSNorm over each head of q and k before rotary (roles q_norm, k_norm)
+    # scalars (Granite): kind -> config key; kinds: embedding (x the embedding), residual (x each attention and
+    # MLP output before the residual add), attention (the score scale, replacing 1/sqrt(head_dim)), logits (/)
+    multiplier_keys: ClassVar[dict[str, str]] = {}
     # HF tensor names by role (data, per architecture); {i} is the layer
     tensor_names: ClassVar[dict[str, str]] = {
         "embed": "model.embed_tokens.weight",
@@ -212,6 +215,16 @@ class ArchSpec:
         """Layer `layer`'s attention window (keys within the last `window` positions, itself included), or None
         for full attention."""
         return None
+
+    def multiplier(self, kind: str) -> float | None:
+        """The config's scalar of `kind` (see multiplier_keys), or None where the model has none."""
+        key = self.multiplier_keys.get(kind)
+        return None if key is None else float(self.setting(key))
+
+    @property
+    def multipliers(self) -> dict[str, float]:
+        """The scalars that change the math (a value of 1.0 changes nothing)."""
+        return {k: v for k in self.multiplier_keys if (v := self.multiplier(k)) is not None and v != 1.0}
 
     def layer_rope(self, layer: int) -> bool:
         """Whether layer `layer` rotates q and k (False: a "NoPE" layer, SmolLM3)."""

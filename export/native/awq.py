@@ -83,7 +83,7 @@ class CalibrationForward:
         """`table`: the embedding table (vocab, hidden)."""
         self.arch = arch
         ids = np.array(windows, dtype=np.int64)  # (windows, L)
-        self.h = table[ids]  # (windows, L, hidden)
+        self.h = table[ids] * (arch.multiplier("embedding") or 1.0)  # (windows, L, hidden)
         length = ids.shape[1]
         self.cos, self.sin = rotary_caches(arch.head_dim, length, arch.rope_theta, arch.rope_scaling)
         pos = np.arange(length)
@@ -121,15 +121,17 @@ class CalibrationForward:
         group = nh // kv
         q = q.reshape(nw, kv, group * length, hd)  # the query heads sharing one kv head, stacked
         mask = self.masks[a.layer_window(index)]
-        scores = (q @ k.transpose(0, 1, 3, 2) * float(hd) ** -0.5).reshape(nw, kv, group, length, length) + mask
+        scale = a.multiplier("attention") or float(hd) ** -0.5
+        scores = (q @ k.transpose(0, 1, 3, 2) * scale).reshape(nw, kv, group, length, length) + mask
         scores = np.exp(scores - scores.max(-1, keepdims=True))
         probs = (scores / scores.sum(-1, keepdims=True)).reshape(nw, kv, group * length, length)
         attn = (probs @ v).reshape(nw, nh, length, hd).transpose(0, 2, 1, 3).reshape(nw, length, nh * hd)
-        h = h + attn @ w["o"].T + _bias(w, "o_bias")
+        r = np.float32(a.multiplier("residual") or 1.0)
+        h = h + (attn @ w["o"].T + _bias(w, "o_bias")) * r
         x2 = self._norm(h, w["post_norm"])
         gate, up = x2 @ w["gate"].T + _bias(w, "gate_bias"), x2 @ w["up"].T + _bias(w, "up_bias")
         prod = self.act(gate) * up
-        self.h = h + prod @ w["down"].T + _bias(w, "down_bias")  # float32 throughout (numpy scalars would promote to float64)
+        self.h = h + (prod @ w["down"].T + _bias(w, "down_bias")) * r  # float32 throughout (numpy scalars would promote to float64)
         return {"attn": x.reshape(nw * length, -1), "mlp": x2.reshape(nw * length, -1),
                 "down": prod.reshape(nw * length, -1)}
 

@@ -159,6 +159,14 @@ class DecoderBuilder:
             out.append(back)
         return [*out, v]
 
+    def scaled(self, x: str, factor: float | None, name: str) -> str:
+        """x * factor (Granite's multipliers); x itself when there is none or it is 1."""
+        if factor is None or factor == 1.0:
+            return x
+        c = self.g.constant(f"{name}/multiplier", np.array(factor, dtype=self.float))
+        (y,) = self.g.node("Mul", [x, c], [f"{name}/scaled"], name=f"{name}/Mul")
+        return y
+
     def _w(self, role: str, layer: int) -> np.ndarray:
         return self.reader.get(self.arch.tensor(role, layer))
 
@@ -187,6 +195,7 @@ class DecoderBuilder:
             start = self._slice_start(keep)
         tied = a.tied_embeddings
         x, shared_head = self.embedding(ids, tied)
+        x = self.scaled(x, a.multiplier("embedding"), "/model/embed_tokens")
         cos, sin = rotary_caches(hd, a.context_length, a.rope_theta, a.rope_scaling)
         cos_name, sin_name = g.weight("rotary.cos_cache", self._f(cos)), g.weight("rotary.sin_cache", self._f(sin))
         del cos, sin
@@ -212,8 +221,10 @@ class DecoderBuilder:
                 [f"{p}/attn/out", present_k, present_v], name=f"{p}/attn/GroupQueryAttention", domain=MS,
                 num_heads=a.num_heads, kv_num_heads=kv, do_rotary=int(rope), rotary_interleaved=0,
                 local_window_size=int(window) if window else -1,
+                **({"scale": scale} if (scale := a.multiplier("attention")) is not None else {}),
             )
             o = self.linear(attn, self._w("o", i), f"{p}/attn/o_proj", self._maybe("o_bias", i))
+            o = self.scaled(o, a.multiplier("residual"), f"{p}/attn/o_proj")
             h, residual = self.norm(o, residual, "post_norm", i, f"{p}/post_attention_layernorm")
             gate, up = self.mlp_in(h, i, p)
             fn = ACTIVATIONS[a.activation]
@@ -221,6 +232,7 @@ class DecoderBuilder:
                             **fn.fused_attrs)
             (prod,) = g.node("Mul", [act, up], [f"{p}/mlp/prod"], name=f"{p}/mlp/Mul")
             down = self.linear(prod, self._w("down", i), f"{p}/mlp/down_proj", self._maybe("down_bias", i), mlp=True)
+            down = self.scaled(down, a.multiplier("residual"), f"{p}/mlp/down_proj")
             if self.progress is not None:
                 self.progress.update(1)
 
@@ -232,6 +244,8 @@ class DecoderBuilder:
             head = self.reader.get(a.tensor("embed" if tied else "lm_head"))  # read again, not held meanwhile
             logits = self.linear(last, head, "/lm_head")
             del head
+        divisor = a.multiplier("logits")
+        logits = self.scaled(logits, None if divisor is None else 1.0 / divisor, "/lm_head")
         out = g.output(io.logits, T.FLOAT, ["batch", "kept_sequence", a.vocab_size])  # float32 in every mode
         if ftype == T.FLOAT:
             g.node("Identity", [logits], [out], name="/lm_head/Identity")

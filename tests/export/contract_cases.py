@@ -39,6 +39,11 @@ CASES = {
                               "no_rope_layers": [0, 1, 0], "use_sliding_window": True, "sliding_window": 8,
                               "attention_bias": True, "mlp_bias": True, "rope_theta": 2000000.0,
                               "tie_word_embeddings": True}, False),
+    # all four scalars away from 1, biases, untied
+    "granite-all-features": ({"architectures": ["GraniteForCausalLM"], "model_type": "granite", **SHAPE,
+                              "embedding_multiplier": 3.0, "residual_multiplier": 0.5, "attention_multiplier": 0.09,
+                              "logits_scaling": 2.5, "attention_bias": True, "mlp_bias": True,
+                              "rope_theta": 10000000.0, "tie_word_embeddings": False}, False),
     "mistral-window-8-tf5": ({"architectures": ["MistralForCausalLM"], "model_type": "mistral", **SHAPE,
                               "head_dim": 32, "sliding_window": 8, "hidden_act": "swish", "rope_theta": 1000000.0},
                              True),
