@@ -152,6 +152,23 @@ PRESETS: dict[str, Preset] = {
             description="Granite-3.3-2B shape",
         ),
         Preset(
+            "tiny-phi3",
+            {"architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "hidden_act": "silu", "rms_norm_eps": 1e-5,
+             "hidden_size": 128, "intermediate_size": 192, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "num_key_value_heads": 1, "vocab_size": 512, "max_position_embeddings": 512, "rope_theta": 10000.0,
+             "partial_rotary_factor": 0.75, "sliding_window": 64, "tie_word_embeddings": True},
+            init_range=0.25, description="2-layer Phi-3 for tests (fused weights, rotary on 48 of 64 dims, a window)",
+            tokenizer_vocab=512,
+        ),
+        Preset(
+            "phi-3-mini-4k",
+            {"architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "hidden_act": "silu", "rms_norm_eps": 1e-5,
+             "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 32, "num_attention_heads": 32,
+             "num_key_value_heads": 32, "vocab_size": 32064, "max_position_embeddings": 4096, "rope_theta": 10000.0,
+             "sliding_window": 2047, "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 32000},
+            description="Phi-3-mini-4k shape (no longrope; Phi-3.5/4-mini's longrope is not built natively yet)",
+        ),
+        Preset(
             "qwen2.5-0.5b",
             {**_QWEN2_BASE, "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
              "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936,

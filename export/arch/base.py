@@ -79,6 +79,8 @@ class ArchSpec:
     # scalars (Granite): kind -> config key; kinds: embedding (x the embedding), residual (x each attention and
     # MLP output before the residual add), attention (the score scale, replacing 1/sqrt(head_dim)), logits (/)
     multiplier_keys: ClassVar[dict[str, str]] = {}
+    # fused checkpoint tensors read as stored (Phi-3): role -> the roles it holds, in order
+    fused: ClassVar[dict[str, tuple[str, ...]]] = {}
     # HF tensor names by role (data, per architecture); {i} is the layer
     tensor_names: ClassVar[dict[str, str]] = {
         "embed": "model.embed_tokens.weight",
@@ -131,7 +133,12 @@ class ArchSpec:
         if self.config.get("model_type", self.model_type) != self.model_type:  # transformers builds by model_type
             declined.append(Declined("model_type", self.config["model_type"], f"the {self.name} spec is for "
                                      f"{self.model_type!r}"))
-        return declined + check(self.config, self.fields, self.ignored)
+        declined += check(self.config, self.fields, self.ignored)
+        if not declined and self.partial_rotary and (self.rotary_dim // 2) % 8:  # GroupQueryAttention's own rule
+            declined.append(Declined("partial_rotary_factor", self.setting("partial_rotary_factor"),
+                                     f"rotary on {self.rotary_dim} of {self.head_dim} dims: GroupQueryAttention "
+                                     "takes partial rotary in multiples of 16 dims"))
+        return declined
 
     # shape fields the builders size memory and loops by: (key, largest value any real model has by far)
     SHAPE_LIMITS: ClassVar[tuple[tuple[str, int], ...]] = (
@@ -229,6 +236,16 @@ class ArchSpec:
     def layer_rope(self, layer: int) -> bool:
         """Whether layer `layer` rotates q and k (False: a "NoPE" layer, SmolLM3)."""
         return True
+
+    @property
+    def rotary_dim(self) -> int:
+        """Dims of each head that rotary turns (the first ones; Phi-4-mini: 0.75 x head_dim)."""
+        factor = self.setting("partial_rotary_factor") if "partial_rotary_factor" in self.fields else 1.0
+        return int(self.head_dim * (factor or 1.0))
+
+    @property
+    def partial_rotary(self) -> bool:
+        return self.rotary_dim < self.head_dim
 
     @property
     def nope_layers(self) -> tuple[int, ...]:

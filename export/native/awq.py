@@ -85,7 +85,7 @@ class CalibrationForward:
         ids = np.array(windows, dtype=np.int64)  # (windows, L)
         self.h = table[ids] * (arch.multiplier("embedding") or 1.0)  # (windows, L, hidden)
         length = ids.shape[1]
-        self.cos, self.sin = rotary_caches(arch.head_dim, length, arch.rope_theta, arch.rope_scaling)
+        self.cos, self.sin = rotary_caches(arch.rotary_dim, length, arch.rope_theta, arch.rope_scaling)
         pos = np.arange(length)
         allowed = pos[None, :] <= pos[:, None]
         self.masks = {}  # window -> (L, L) additive mask
@@ -97,11 +97,12 @@ class CalibrationForward:
     def _norm(self, x: np.ndarray, gain: np.ndarray) -> np.ndarray:
         return x / np.sqrt((x * x).mean(-1, keepdims=True) + self.arch.rms_norm_eps) * gain
 
-    def _rotate(self, x: np.ndarray) -> np.ndarray:  # (..., L, heads, hd), half-split rotary
-        half = x.shape[-1] // 2
+    def _rotate(self, x: np.ndarray) -> np.ndarray:  # (..., L, heads, hd), half-split rotary of the first dims
+        dim = self.arch.rotary_dim
+        half = dim // 2
         cos, sin = self.cos[:, None, :], self.sin[:, None, :]
-        x1, x2 = x[..., :half], x[..., half:]
-        return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+        x1, x2 = x[..., :half], x[..., half:dim]
+        return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin, x[..., dim:]], axis=-1)
 
     def layer(self, w: dict[str, np.ndarray | None], index: int) -> dict[str, np.ndarray]:
         """Advance the hidden states through layer `index` of float weights `w` (by role); return each group's

@@ -196,7 +196,8 @@ class DecoderBuilder:
         tied = a.tied_embeddings
         x, shared_head = self.embedding(ids, tied)
         x = self.scaled(x, a.multiplier("embedding"), "/model/embed_tokens")
-        cos, sin = rotary_caches(hd, a.context_length, a.rope_theta, a.rope_scaling)
+        # (positions, rotary_dim / 2): GroupQueryAttention turns the first rotary_dim dims of each head
+        cos, sin = rotary_caches(a.rotary_dim, a.context_length, a.rope_theta, a.rope_scaling)
         cos_name, sin_name = g.weight("rotary.cos_cache", self._f(cos)), g.weight("rotary.sin_cache", self._f(sin))
         del cos, sin
 
@@ -204,7 +205,8 @@ class DecoderBuilder:
         for i in range(a.num_layers):
             p = f"/model/layers.{i}"
             h, residual = self.norm(down, residual, "input_norm", i, f"{p}/input_layernorm")
-            qkv_w = np.concatenate([self._w("q", i), self._w("k", i), self._w("v", i)], axis=0)
+            qkv_w = self._w("qkv", i) if "qkv" in a.fused else \
+                np.concatenate([self._w("q", i), self._w("k", i), self._w("v", i)], axis=0)
             biases = [self._maybe(r, i) for r in ("q_bias", "k_bias", "v_bias")]
             qkv_b = np.concatenate(biases) if all(b is not None for b in biases) else None
             qkv = self.linear(h, qkv_w, f"{p}/attn/qkv_proj", qkv_b)
@@ -257,13 +259,16 @@ class DecoderBuilder:
     def mlp_in(self, h: str, i: int, p: str) -> tuple[str, str]:
         """gate and up projections: one packed linear + Split, or two linears (LinearFormat.pack_mlp)."""
         if not self.fmt.pack_mlp:
-            return (self.linear(h, self._w("gate", i), f"{p}/mlp/gate_proj", self._maybe("gate_bias", i), mlp=True),
-                    self.linear(h, self._w("up", i), f"{p}/mlp/up_proj", self._maybe("up_bias", i), mlp=True))
+            gate_w, up_w = (np.split(self._w("gate_up", i), 2) if "gate_up" in self.arch.fused else
+                            (self._w("gate", i), self._w("up", i)))
+            return (self.linear(h, gate_w, f"{p}/mlp/gate_proj", self._maybe("gate_bias", i), mlp=True),
+                    self.linear(h, up_w, f"{p}/mlp/up_proj", self._maybe("up_bias", i), mlp=True))
         g, inter = self.g, self.arch.intermediate_size
         biases = [self._maybe("gate_bias", i), self._maybe("up_bias", i)]
         bias = np.concatenate(biases) if biases[0] is not None else None  # one mlp_bias flag switches both
-        gate_up = self.linear(h, np.concatenate([self._w("gate", i), self._w("up", i)], axis=0), f"{p}/mlp/gate_up_proj",
-                              bias, mlp=True)
+        weight = self._w("gate_up", i) if "gate_up" in self.arch.fused else \
+            np.concatenate([self._w("gate", i), self._w("up", i)], axis=0)  # (2 x inter, hidden): gate rows first
+        gate_up = self.linear(h, weight, f"{p}/mlp/gate_up_proj", bias, mlp=True)
         split = g.constant(f"{p}/mlp/split_sizes", np.array([inter, inter], dtype=np.int64))
         gate, up = g.node("Split", [gate_up, split], [f"{p}/mlp/gate", f"{p}/mlp/up"], name=f"{p}/mlp/Split", axis=-1)
         return gate, up
@@ -310,7 +315,15 @@ def export_native(source, workdir: Path, mode, progress: bool | Progress = True,
                        mlp_block_size=quant_config.mlp_block_size, float_type=mode.native_float)
     reader = SafetensorsReader(source.path)
     awq = None
-    if resolve_calibration(quant_config, bits) == "awq":
+    calibration = resolve_calibration(quant_config, bits)
+    if calibration == "awq" and source.arch.fused:  # its forward reads q/k/v and gate/up apart
+        if quant_config.calibration == "awq":
+            from edgelm.errors import ExportError
+
+            raise ExportError(f"--calibration awq is not built for {source.arch.name}'s fused weights "
+                              f"({', '.join(source.arch.fused)}); export with --calibration none")
+        calibration = "none"  # auto: plain rounding, said in the manifest's quantization block
+    if calibration == "awq":
         from edgelm.export.native.awq import awq_reader
 
         reader = awq = awq_reader(source, reader, fmt, quant_config.calibration_samples)

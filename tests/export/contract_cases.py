@@ -44,6 +44,10 @@ CASES = {
                               "embedding_multiplier": 3.0, "residual_multiplier": 0.5, "attention_multiplier": 0.09,
                               "logits_scaling": 2.5, "attention_bias": True, "mlp_bias": True,
                               "rope_theta": 10000000.0, "tie_word_embeddings": False}, False),
+    # fused qkv_proj and gate_up_proj, rotary on 3/4 of each head, a window on every layer
+    "phi3-all-features": ({"architectures": ["Phi3ForCausalLM"], "model_type": "phi3", **SHAPE, "head_dim": 64,
+                           "partial_rotary_factor": 0.75, "sliding_window": 8, "rope_theta": 10000.0,
+                           "tie_word_embeddings": True, "pad_token_id": 0}, False),
     "mistral-window-8-tf5": ({"architectures": ["MistralForCausalLM"], "model_type": "mistral", **SHAPE,
                               "head_dim": 32, "sliding_window": 8, "hidden_act": "swish", "rope_theta": 1000000.0},
                              True),

@@ -65,7 +65,7 @@ def test_native_fp32_matches_torch_with_every_feature_on(sources, tmp_path, case
 
 
 @pytest.mark.parametrize("case", ["llama-all-features", "qwen2-window-from-layer-1", "qwen3-all-features",
-                                  "smollm3-all-features", "granite-all-features"])
+                                  "smollm3-all-features", "granite-all-features", "phi3-all-features"])
 @pytest.mark.parametrize("quant", ["int8", "int4"])
 def test_quantized_packages_record_their_agreement(sources, tmp_path, case, quant):
     """int8/int4 (awq on int4: its calibration forward runs every feature too) carry the measured figures.
@@ -151,7 +151,6 @@ def test_min_agreement_fails_a_quantized_export(sources, tmp_path):
 
 # Architectures without a spec: optimum exports them under the default --backend auto.
 FOREIGN = {
-    "Phi3ForCausalLM": {"model_type": "phi3", **SHAPE, "pad_token_id": 0},
     "GPT2LMHeadModel": {"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 512,
                         "n_positions": 256},
     "Gemma2ForCausalLM": {"model_type": "gemma2", **SHAPE, "head_dim": 16, "sliding_window": 8},
@@ -185,7 +184,7 @@ def test_foreign_architecture_exports_with_optimum_and_matches_torch(foreign, tm
 
 
 @pytest.mark.parametrize("quant", ["int4", "int8"])
-@pytest.mark.parametrize("name", ["Phi3ForCausalLM", "GPT2LMHeadModel"])
+@pytest.mark.parametrize("name", ["GPT2LMHeadModel"])
 def test_foreign_architecture_quantized_records_agreement(foreign, tmp_path, name, quant):
     """GPT-2's Conv1D linears export as Gemm and are quantized too (MatMulNBits, no Gemm left). Measured on
     these random models: top-1 0.3-0.7 (int4), 0.9+ (int8)."""
@@ -238,3 +237,28 @@ def test_the_npu_target_declines_builder_features_it_does_not_build(builds, tmp_
     with pytest.raises(ExportError, match=r"npu-qnn does not build qk_norm \(the RMSNorm over each head"):
         export_model(builds.hf("tiny-qwen3"), tmp_path / "npu", config)
     assert not (tmp_path / "npu").exists()
+
+
+def test_phi3_partial_rotary_that_groupqueryattention_cannot_take_is_declined(tmp_path):
+    """GroupQueryAttention turns partial rotary in multiples of 16 dims: 0.75 x 32 = 24 is declined by name (and
+    optimum exports it), 0.75 x 64 = 48 is built (the phi3-all-features case)."""
+    from edgelm.export.arch import get_arch
+    from tests.export.contract_cases import CASES
+
+    config = {**CASES["phi3-all-features"][0], "head_dim": 32}
+    declined = get_arch(config).declined()
+    assert [d.field for d in declined] == ["partial_rotary_factor"] and "multiples of 16" in str(declined[0])
+    assert get_arch(CASES["phi3-all-features"][0]).declined() == []
+
+
+def test_awq_asked_for_fused_weights_is_refused_and_auto_rounds_plainly(sources, tmp_path):
+    """The awq forward reads q/k/v and gate/up apart; Phi-3 stores them fused: --calibration awq is refused by
+    name, the default (auto) quantizes int4 with plain rounding and the manifest says no calibration ran."""
+    from edgelm.export import QuantConfig
+
+    src, _ = sources("phi3-all-features")
+    with pytest.raises(ExportError, match="--calibration awq is not built for Phi3ForCausalLM's fused weights"):
+        export_model(src, tmp_path / "awq", ExportConfig(quant="int4", quant_config=QuantConfig(calibration="awq"),
+                                                         progress=False))
+    manifest = export_model(src, tmp_path / "auto", ExportConfig(quant="int4", progress=False))
+    assert manifest.quantization.calibration is None and not (tmp_path / "awq").exists()
