@@ -46,9 +46,10 @@ def test_fp16_package_keeps_fp32_io(builds):
 
 def test_every_registered_architecture_has_a_parity_preset():
     from edgelm.export.presets import PRESETS
+    from tests.runtime.test_parity import NATIVE_PRESETS
     from tests.runtime.test_parity import PRESETS as TESTED
 
-    tested = {PRESETS[p].config["architectures"][0] for p in TESTED}
+    tested = {PRESETS[p].config["architectures"][0] for p in (*TESTED, *NATIVE_PRESETS)}
     assert set(registered_architectures()) <= tested, "add a tiny preset and parity test for each architecture"
 
 
