@@ -82,7 +82,10 @@ def _check(config: ExportConfig, out: Path, protected: tuple[Path, ...] = ()) ->
 # ArchSpec builder switches the static NPU graph does not implement yet: switch -> what it is
 NPU_UNBUILT = {"qk_norm": "the RMSNorm over each head of q and k", "nope_layers": "layers without rotary",
                "multipliers": "Granite's embedding/residual/attention/logits scalars",
-               "fused": "weights stored fused (qkv_proj, gate_up_proj)", "partial_rotary": "partial rotary"}
+               "fused": "weights stored fused (qkv_proj, gate_up_proj)", "partial_rotary": "partial rotary",
+               "sandwich_norms": "norms on the attention and MLP outputs", "norm_offset": "(1 + w) norm gains",
+               "embedding_scale": "a scaled embedding", "attention_scale": "an attention scale of its own",
+               "softcaps": "soft-capping"}
 
 
 class BackendFallback(UserWarning):

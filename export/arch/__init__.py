@@ -5,6 +5,6 @@ with `@register("XForCausalLM", ...)`; import it below.
 """
 
 from edgelm.export.arch.base import ArchSpec, get_arch, register, registered_architectures
-from edgelm.export.arch import granite, llama, mistral, phi3, qwen2, qwen3, smollm3  # noqa: F401  (register themselves)
+from edgelm.export.arch import gemma3, granite, llama, mistral, phi3, qwen2, qwen3, smollm3  # noqa: F401  (register themselves)
 
 __all__ = ["ArchSpec", "get_arch", "register", "registered_architectures"]

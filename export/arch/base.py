@@ -81,6 +81,9 @@ class ArchSpec:
     multiplier_keys: ClassVar[dict[str, str]] = {}
     # fused checkpoint tensors read as stored (Phi-3): role -> the roles it holds, in order
     fused: ClassVar[dict[str, tuple[str, ...]]] = {}
+    norm_offset: ClassVar[float] = 0.0  # RMSNorm gains applied as (offset + w) (Gemma: 1)
+    sandwich_norms: ClassVar[bool] = False  # a norm on the attention and MLP outputs too (attn_out_norm, mlp_out_norm)
+    awq_forward: ClassVar[bool] = True  # the awq calibration forward models this architecture
     # HF tensor names by role (data, per architecture); {i} is the layer
     tensor_names: ClassVar[dict[str, str]] = {
         "embed": "model.embed_tokens.weight",
@@ -232,6 +235,29 @@ class ArchSpec:
     def multipliers(self) -> dict[str, float]:
         """The scalars that change the math (a value of 1.0 changes nothing)."""
         return {k: v for k in self.multiplier_keys if (v := self.multiplier(k)) is not None and v != 1.0}
+
+    def layer_rope_base(self, layer: int) -> tuple[float, dict | None]:
+        """(rope theta, rope scaling) of layer `layer` (Gemma-3's sliding layers have their own)."""
+        return self.rope_theta, self.rope_scaling
+
+    @property
+    def attention_scale(self) -> float | None:
+        """The attention score scale, when not 1/sqrt(head_dim)."""
+        return self.multiplier("attention")
+
+    @property
+    def embedding_scale(self) -> float | None:
+        """A factor on the embedding (Granite's multiplier, Gemma's sqrt(hidden))."""
+        return self.multiplier("embedding")
+
+    @property
+    def softcaps(self) -> dict[str, float]:
+        """tanh soft-capping: "attention" scores and/or "logits", cap value each (Gemma-2/3)."""
+        return {}
+
+    @property
+    def awq_supported(self) -> bool:
+        return self.awq_forward and not self.fused
 
     def layer_rope(self, layer: int) -> bool:
         """Whether layer `layer` rotates q and k (False: a "NoPE" layer, SmolLM3)."""

@@ -125,7 +125,7 @@ class DecoderBuilder:
     def norm(self, x: str, residual: str | None, weight_role: str, layer: int | None, name: str) -> tuple[str, str]:
         """RMSNorm of x (+ residual when given); returns (normed, new residual)."""
         g, eps = self.g, self.arch.rms_norm_eps
-        w = g.weight(f"{name}.weight", self._f(self.reader.get(self.arch.tensor(weight_role, layer))))
+        w = g.weight(f"{name}.weight", self._gain(self.reader.get(self.arch.tensor(weight_role, layer))))
         if residual is None:
             (y,) = g.node("SimplifiedLayerNormalization", [x, w], [f"{name}/out"], name=f"{name}/SimplifiedLayerNorm",
                           axis=-1, epsilon=eps, stash_type=1)
@@ -152,12 +152,17 @@ class DecoderBuilder:
         for x, role in ((q, "q_norm"), (k, "k_norm")):
             name = f"{p}/attn/{role}"
             (split,) = g.node("Reshape", [x, heads], [f"{name}/heads"], name=f"{name}/Reshape")
-            w = g.weight(f"{name}.weight", self._f(self._w(role, layer)))
+            w = g.weight(f"{name}.weight", self._gain(self._w(role, layer)))
             (normed,) = g.node("SimplifiedLayerNormalization", [split, w], [f"{name}/out"],
                                name=f"{name}/SimplifiedLayerNorm", axis=-1, epsilon=a.rms_norm_eps, stash_type=1)
             (back,) = g.node("Reshape", [normed, flat], [f"{name}/flat"], name=f"{name}/ReshapeBack")
             out.append(back)
         return [*out, v]
+
+    def _gain(self, w: np.ndarray) -> np.ndarray:
+        """An RMSNorm gain as the graph applies it: w, or (1 + w) where the family stores it so (Gemma)."""
+        offset = self.arch.norm_offset
+        return self._f(w.astype(np.float32) + np.float32(offset) if offset else w)
 
     def scaled(self, x: str, factor: float | None, name: str) -> str:
         """x * factor (Granite's multipliers); x itself when there is none or it is 1."""
@@ -195,11 +200,17 @@ class DecoderBuilder:
             start = self._slice_start(keep)
         tied = a.tied_embeddings
         x, shared_head = self.embedding(ids, tied)
-        x = self.scaled(x, a.multiplier("embedding"), "/model/embed_tokens")
-        # (positions, rotary_dim / 2): GroupQueryAttention turns the first rotary_dim dims of each head
-        cos, sin = rotary_caches(a.rotary_dim, a.context_length, a.rope_theta, a.rope_scaling)
-        cos_name, sin_name = g.weight("rotary.cos_cache", self._f(cos)), g.weight("rotary.sin_cache", self._f(sin))
-        del cos, sin
+        x = self.scaled(x, a.embedding_scale, "/model/embed_tokens")
+        # (positions, rotary_dim / 2): GroupQueryAttention turns the first rotary_dim dims of each head; one pair of
+        # caches per rope base the layers use (Gemma-3's sliding layers have their own)
+        caches = {}
+        for base in dict.fromkeys(repr(a.layer_rope_base(i)) for i in range(a.num_layers)):
+            theta, scaling = next(a.layer_rope_base(i) for i in range(a.num_layers) if repr(a.layer_rope_base(i)) == base)
+            cos, sin = rotary_caches(a.rotary_dim, a.context_length, theta, scaling)
+            suffix = "" if not caches else f"_{len(caches)}"
+            caches[base] = (g.weight(f"rotary.cos_cache{suffix}", self._f(cos)),
+                            g.weight(f"rotary.sin_cache{suffix}", self._f(sin)))
+            del cos, sin
 
         residual, down = None, x
         for i in range(a.num_layers):
@@ -217,16 +228,19 @@ class DecoderBuilder:
             window = a.layer_window(i)
             qkv_in = self.qk_normed(qkv, i, p) if a.qk_norm else [qkv, "", ""]  # packed, or q, k, v apart
             rope = a.layer_rope(i)  # NoPE layers (SmolLM3) attend without rotary
+            cos_sin = caches[repr(a.layer_rope_base(i))] if rope else ("", "")
             attn, _, _ = g.node(
-                "GroupQueryAttention", [*qkv_in, past_k, past_v, seqlens, total, *((cos_name, sin_name) if rope else
-                                                                                 ("", ""))],
+                "GroupQueryAttention", [*qkv_in, past_k, past_v, seqlens, total, *cos_sin],
                 [f"{p}/attn/out", present_k, present_v], name=f"{p}/attn/GroupQueryAttention", domain=MS,
                 num_heads=a.num_heads, kv_num_heads=kv, do_rotary=int(rope), rotary_interleaved=0,
                 local_window_size=int(window) if window else -1,
-                **({"scale": scale} if (scale := a.multiplier("attention")) is not None else {}),
+                **({"scale": scale} if (scale := a.attention_scale) is not None else {}),
+                **({"softcap": a.softcaps["attention"]} if "attention" in a.softcaps else {}),
             )
             o = self.linear(attn, self._w("o", i), f"{p}/attn/o_proj", self._maybe("o_bias", i))
             o = self.scaled(o, a.multiplier("residual"), f"{p}/attn/o_proj")
+            if a.sandwich_norms:  # Gemma: the attention output is normed before it joins the residual
+                o, _ = self.norm(o, None, "attn_out_norm", i, f"{p}/attn_out_norm")
             h, residual = self.norm(o, residual, "post_norm", i, f"{p}/post_attention_layernorm")
             gate, up = self.mlp_in(h, i, p)
             fn = ACTIVATIONS[a.activation]
@@ -235,6 +249,8 @@ class DecoderBuilder:
             (prod,) = g.node("Mul", [act, up], [f"{p}/mlp/prod"], name=f"{p}/mlp/Mul")
             down = self.linear(prod, self._w("down", i), f"{p}/mlp/down_proj", self._maybe("down_bias", i), mlp=True)
             down = self.scaled(down, a.multiplier("residual"), f"{p}/mlp/down_proj")
+            if a.sandwich_norms:
+                down, _ = self.norm(down, None, "mlp_out_norm", i, f"{p}/mlp_out_norm")
             if self.progress is not None:
                 self.progress.update(1)
 
@@ -248,6 +264,11 @@ class DecoderBuilder:
             del head
         divisor = a.multiplier("logits")
         logits = self.scaled(logits, None if divisor is None else 1.0 / divisor, "/lm_head")
+        if "logits" in a.softcaps:  # cap * tanh(logits / cap)
+            cap = a.softcaps["logits"]
+            (tanh,) = g.node("Tanh", [self.scaled(logits, 1.0 / cap, "/lm_head/softcap_in")], ["/lm_head/softcap/tanh"],
+                             name="/lm_head/softcap/Tanh")
+            logits = self.scaled(tanh, cap, "/lm_head/softcap_out")
         out = g.output(io.logits, T.FLOAT, ["batch", "kept_sequence", a.vocab_size])  # float32 in every mode
         if ftype == T.FLOAT:
             g.node("Identity", [logits], [out], name="/lm_head/Identity")
@@ -316,12 +337,13 @@ def export_native(source, workdir: Path, mode, progress: bool | Progress = True,
     reader = SafetensorsReader(source.path)
     awq = None
     calibration = resolve_calibration(quant_config, bits)
-    if calibration == "awq" and source.arch.fused:  # its forward reads q/k/v and gate/up apart
+    if calibration == "awq" and not source.arch.awq_supported:  # fused weights, or a forward it does not model
         if quant_config.calibration == "awq":
             from edgelm.errors import ExportError
 
-            raise ExportError(f"--calibration awq is not built for {source.arch.name}'s fused weights "
-                              f"({', '.join(source.arch.fused)}); export with --calibration none")
+            what = f"fused weights ({', '.join(source.arch.fused)})" if source.arch.fused else "layers"
+            raise ExportError(f"--calibration awq is not built for {source.arch.name}'s {what}; export with "
+                              "--calibration none")
         calibration = "none"  # auto: plain rounding, said in the manifest's quantization block
     if calibration == "awq":
         from edgelm.export.native.awq import awq_reader

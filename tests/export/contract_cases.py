@@ -48,6 +48,14 @@ CASES = {
     "phi3-all-features": ({"architectures": ["Phi3ForCausalLM"], "model_type": "phi3", **SHAPE, "head_dim": 64,
                            "partial_rotary_factor": 0.75, "sliding_window": 8, "rope_theta": 10000.0,
                            "tie_word_embeddings": True, "pad_token_id": 0}, False),
+    # (1 + w) norms, sqrt(hidden) embedding, GeGLU, sandwich norms, q/k norm, query_pre_attn_scalar, sliding
+    # layers with their own rope base (full layers: rope_theta + linear scaling), final-logit soft-capping
+    "gemma3-all-features": ({"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", **SHAPE,
+                             "head_dim": 32, "query_pre_attn_scalar": 24, "sliding_window": 8,
+                             "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+                             "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
+                             "rope_scaling": {"rope_type": "linear", "factor": 4.0}, "final_logit_softcapping": 30.0,
+                             "hidden_activation": "gelu_pytorch_tanh", "tie_word_embeddings": True}, False),
     "mistral-window-8-tf5": ({"architectures": ["MistralForCausalLM"], "model_type": "mistral", **SHAPE,
                               "head_dim": 32, "sliding_window": 8, "hidden_act": "swish", "rope_theta": 1000000.0},
                              True),

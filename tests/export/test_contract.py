@@ -65,7 +65,8 @@ def test_native_fp32_matches_torch_with_every_feature_on(sources, tmp_path, case
 
 
 @pytest.mark.parametrize("case", ["llama-all-features", "qwen2-window-from-layer-1", "qwen3-all-features",
-                                  "smollm3-all-features", "granite-all-features", "phi3-all-features"])
+                                  "smollm3-all-features", "granite-all-features", "phi3-all-features",
+                                  "gemma3-all-features"])
 @pytest.mark.parametrize("quant", ["int8", "int4"])
 def test_quantized_packages_record_their_agreement(sources, tmp_path, case, quant):
     """int8/int4 (awq on int4: its calibration forward runs every feature too) carry the measured figures.
