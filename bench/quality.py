@@ -118,7 +118,8 @@ class TorchReference:
         except ImportError:
             raise BenchError("a Hugging Face reference needs torch and transformers (pip install 'edgelm[export]')")
         self.torch = torch
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True,
+                                                          attn_implementation="eager").eval()  # every feature applied
         self.model.generation_config.eos_token_id = None
 
     def continuation(self, ids: list[int], n: int) -> list[int]:

@@ -206,6 +206,9 @@ class Manifest:
     bos_token: str | None = None
     eos_token: str | None = None
     reasoning: Reasoning | None = None  # None: not a reasoning model (all generated text is the answer)
+    # graph features a provider may compute wrongly (ProviderSpec.wrong_features refuses them), e.g.
+    # "attention_softcap" (GroupQueryAttention's softcap, Gemma-2)
+    features: tuple[str, ...] = ()
     weights: WeightStats | None = None
     # what the package was exported for: cpu (dynamic shapes) | gpu (no int64 arithmetic: whole on GPU EPs)
     # | npu-qnn (static QDQ graph)

@@ -31,7 +31,10 @@ class StreamedReference:
         config = AutoConfig.from_pretrained(path, local_files_only=True)
         _rope_for_installed_transformers(config, path, int(transformers.__version__.split(".")[0]))
         with init_empty_weights(include_buffers=False):
-            self.model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+            # eager: transformers' reference attention, the one that applies every feature (sdpa skips Gemma-2's
+            # attention soft-capping)
+            self.model = AutoModelForCausalLM.from_config(config, dtype=torch.float32,
+                                                          attn_implementation="eager").eval()
         self.prefix = self.model.base_model_prefix
         # every module that owns parameters loads them just before it runs and drops them after: the layers,
         # and also the embedding, norms and lm_head (at 1.5B each of the two vocab tables is 0.9 GB in fp32)

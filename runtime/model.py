@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 
-from edgelm.errors import GenerationError, PackageError
+from edgelm.errors import GenerationError, PackageError, ProviderUnavailable
 from edgelm.manifest import Manifest
 from edgelm.runtime.chat import Message, render_chat
 from edgelm.runtime.decoder import DECODERS
@@ -82,6 +82,10 @@ class Model:
         self._lock = threading.Lock()  # one generation at a time: they share the decoder's KV cache
         self._owner: int | None = None  # the thread whose generation holds the lock
         self.provider = choose_auto(self.manifest.quantization.mode) if ep == "auto" else resolve(ep)
+        for feature in self.manifest.features:  # right or refused: a provider known to get a feature wrong
+            if why := self.provider.spec.wrong_features.get(feature):
+                raise ProviderUnavailable(f"{self.provider.spec.name} cannot run this package correctly: {why}; "
+                                          "use --ep cpu")
         if strict is None:  # NPU/GPU packages are made to run whole on such a provider: a fallback is an error
             kind = device_kind(self.provider.spec, self.provider.devices)
             strict = kind != "cpu" and TARGET_DEVICE.get(self.manifest.target) == kind

@@ -47,6 +47,8 @@ class ProviderSpec:
     # (onnxruntime-ep-webgpu 0.4.0 on Mesa 25's lavapipe) returns wrong logits for positions 8 and on of a run
     # of 32 or more new tokens (fewer, in pieces or not, match the CPU EP): not known to be right elsewhere
     max_run_tokens: int | None = None
+    # manifest features this provider is known to compute wrongly: feature -> what was measured (refused)
+    wrong_features: dict[str, str] = field(default_factory=dict)
     notes: str = ""
 
     @property
@@ -80,6 +82,8 @@ PROVIDERS: dict[str, ProviderSpec] = {
         ProviderSpec(
             "webgpu", "WebGpuExecutionProvider", "gpu", "onnxruntime-ep-webgpu", plugin_module="onnxruntime_ep_webgpu",
             accepts=("fp32", "fp16", "int8", "int4", "int4-fp16"), max_run_tokens=16,
+            wrong_features={"attention_softcap": "its GroupQueryAttention soft-capping gives logits 0.08 away from the "
+                            "CPU EP's (and transformers') on a tiny Gemma-2 (onnxruntime-ep-webgpu 0.4.0, lavapipe)"},
             notes="Dawn: D3D12 on Windows, Metal on macOS, Vulkan on Linux. With ORT_WEBGPU_EP_ALLOW_SOFTWARE_ADAPTER=1 "
                   "it lists a software adapter (Mesa's lavapipe, Mesa 25+) on the CPU device: correct, slow.",
         ),

@@ -81,3 +81,29 @@ class Gemma3(ArchSpec):
     def softcaps(self) -> dict[str, float]:
         caps = {"attention": self.config.get("attn_logit_softcapping"), "logits": self.config.get("final_logit_softcapping")}
         return {k: float(v) for k, v in caps.items() if v is not None}
+
+
+@register("Gemma2ForCausalLM")
+class Gemma2(Gemma3):
+    """Gemma-2 (2B/9B): Gemma-3's layout without the q/k norm and with one rope base, every other layer sliding
+    (from the first), and soft-capping on by default (attention 50, final logits 30, Gemma2Config's
+    defaults: an absent key means them)."""
+
+    model_type = "gemma2"
+    qk_norm = False
+    layer_roles = (*ArchSpec.layer_roles, "attn_out_norm", "mlp_out_norm")
+    fields = {**{k: v for k, v in Gemma3.fields.items() if k not in ("rope_local_base_freq", "use_bidirectional_attention")},
+              "final_logit_softcapping": Field(check=_positive, default=30.0),
+              "attn_logit_softcapping": Field(check=_positive, default=50.0)}
+
+    def _types(self) -> list[str]:
+        return self.config.get("layer_types") or [
+            "sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(self.num_layers)]
+
+    def layer_rope_base(self, layer: int) -> tuple[float, dict | None]:
+        return self.rope_theta, self.rope_scaling
+
+    @property
+    def softcaps(self) -> dict[str, float]:
+        caps = {"attention": self.setting("attn_logit_softcapping"), "logits": self.setting("final_logit_softcapping")}
+        return {k: float(v) for k, v in caps.items() if v is not None}

@@ -56,6 +56,12 @@ CASES = {
                              "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
                              "rope_scaling": {"rope_type": "linear", "factor": 4.0}, "final_logit_softcapping": 30.0,
                              "hidden_activation": "gelu_pytorch_tanh", "tie_word_embeddings": True}, False),
+    # Gemma-2: sandwich and (1 + w) norms, every other layer sliding, attention and final soft-capping (low caps,
+    # so that they bite on these random weights), query_pre_attn_scalar
+    "gemma2-all-features": ({"architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2", **SHAPE,
+                             "head_dim": 16, "query_pre_attn_scalar": 20, "sliding_window": 8,
+                             "attn_logit_softcapping": 5.0, "final_logit_softcapping": 10.0, "rope_theta": 10000.0,
+                             "hidden_activation": "gelu_pytorch_tanh", "tie_word_embeddings": True}, False),
     "mistral-window-8-tf5": ({"architectures": ["MistralForCausalLM"], "model_type": "mistral", **SHAPE,
                               "head_dim": 32, "sliding_window": 8, "hidden_act": "swish", "rope_theta": 1000000.0},
                              True),

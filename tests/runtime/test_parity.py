@@ -28,7 +28,7 @@ PROMPT = "The capital of France is Paris, a city on the river"
 PRESETS = ("tiny-qwen2", "tiny-llama", "tiny-mistral")
 # families the native builder took on later: their every-feature cases are in tests/export/test_contract.py;
 # here their tiny presets (the shapes the CLI offers) against torch, native builder only
-NATIVE_PRESETS = ("tiny-qwen3", "tiny-smollm3", "tiny-granite", "tiny-phi3", "tiny-gemma3")
+NATIVE_PRESETS = ("tiny-qwen3", "tiny-smollm3", "tiny-granite", "tiny-phi3", "tiny-gemma3", "tiny-gemma2")
 MIN_TOP1 = {
     ("fp16", "optimum"): 0.90, ("int8", "optimum"): 0.85, ("int4", "optimum"): 0.25,
     ("fp16", "native"): 0.90, ("int8", "native"): 0.75, ("int4", "native"): 0.12,

@@ -111,3 +111,14 @@ def test_each_family_runs_whole_on_webgpu(webgpu, builds, tmp_path, preset):
     assert not gpu.partition.fallback
     diff = np.abs(gpu.decoder.forward(IDS, last_only=False) - cpu.decoder.forward(IDS, last_only=False)).max()
     assert diff < 3e-4
+
+
+def test_attention_soft_capping_is_refused_on_webgpu(webgpu, builds, tmp_path):
+    """WebGPU's GroupQueryAttention soft-capping measured 0.082 logits away from the CPU EP's (which matches
+    transformers' eager attention: tests/export/test_contract.py) on tiny-gemma2: such packages are refused
+    there, by name, instead of answering wrongly."""
+    config = ExportConfig(quant="fp32", target="gpu", progress=False, check=False)
+    package = export_model(builds.hf("tiny-gemma2"), tmp_path / "g2", config) and tmp_path / "g2"
+    assert load(package, ep="cpu").manifest.features == ("attention_softcap",)
+    with pytest.raises(ProviderUnavailable, match="webgpu cannot run this package correctly: its GroupQueryAttention"):
+        load(package, ep="webgpu")
