@@ -52,6 +52,11 @@ _GRANITE_BASE = {
     "attention_bias": False,
     "mlp_bias": False,
 }
+_PHI3_BASE = {"architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "hidden_act": "silu", "rms_norm_eps": 1e-5}
+_GEMMA3_BASE = {"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
+                "hidden_activation": "gelu_pytorch_tanh", "rms_norm_eps": 1e-6}
+_GEMMA2_BASE = {"architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2", "hidden_activation": "gelu_pytorch_tanh",
+                "rms_norm_eps": 1e-6}
 _MISTRAL_BASE = {
     "architectures": ["MistralForCausalLM"],
     "model_type": "mistral",
@@ -153,8 +158,7 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "tiny-phi3",
-            {"architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "hidden_act": "silu", "rms_norm_eps": 1e-5,
-             "hidden_size": 128, "intermediate_size": 192, "num_hidden_layers": 2, "num_attention_heads": 2,
+            {**_PHI3_BASE, "hidden_size": 128, "intermediate_size": 192, "num_hidden_layers": 2, "num_attention_heads": 2,
              "num_key_value_heads": 1, "vocab_size": 512, "max_position_embeddings": 512, "rope_theta": 10000.0,
              "partial_rotary_factor": 0.75, "sliding_window": 64, "tie_word_embeddings": True},
             init_range=0.25, description="2-layer Phi-3 for tests (fused weights, rotary on 48 of 64 dims, a window)",
@@ -162,16 +166,14 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "phi-3-mini-4k",
-            {"architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "hidden_act": "silu", "rms_norm_eps": 1e-5,
-             "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 32, "num_attention_heads": 32,
+            {**_PHI3_BASE, "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 32, "num_attention_heads": 32,
              "num_key_value_heads": 32, "vocab_size": 32064, "max_position_embeddings": 4096, "rope_theta": 10000.0,
              "sliding_window": 2047, "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 32000},
             description="Phi-3-mini-4k shape (no longrope; Phi-3.5/4-mini's longrope is not built natively yet)",
         ),
         Preset(
             "tiny-gemma3",
-            {"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "hidden_activation": "gelu_pytorch_tanh",
-             "rms_norm_eps": 1e-6, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3,
+            {**_GEMMA3_BASE, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3,
              "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 32, "vocab_size": 512,
              "max_position_embeddings": 512, "query_pre_attn_scalar": 32, "sliding_window": 16,
              "layer_types": ["sliding_attention", "sliding_attention", "full_attention"], "rope_theta": 1000000.0,
@@ -181,8 +183,7 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "gemma-3-1b",
-            {"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "hidden_activation": "gelu_pytorch_tanh",
-             "rms_norm_eps": 1e-6, "hidden_size": 1152, "intermediate_size": 6912, "num_hidden_layers": 26,
+            {**_GEMMA3_BASE, "hidden_size": 1152, "intermediate_size": 6912, "num_hidden_layers": 26,
              "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 256, "vocab_size": 262144,
              "max_position_embeddings": 32768, "query_pre_attn_scalar": 256, "sliding_window": 512,
              "sliding_window_pattern": 6, "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
@@ -191,8 +192,7 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "tiny-gemma2",
-            {"architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2", "hidden_activation": "gelu_pytorch_tanh",
-             "rms_norm_eps": 1e-6, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+            {**_GEMMA2_BASE, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
              "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 512,
              "max_position_embeddings": 512, "query_pre_attn_scalar": 16, "sliding_window": 16,
              "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0, "rope_theta": 10000.0,
@@ -202,8 +202,7 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "gemma-2-2b",
-            {"architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2", "hidden_activation": "gelu_pytorch_tanh",
-             "rms_norm_eps": 1e-6, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
+            {**_GEMMA2_BASE, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
              "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "vocab_size": 256000,
              "max_position_embeddings": 8192, "query_pre_attn_scalar": 256, "sliding_window": 4096,
              "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0, "rope_theta": 10000.0,
