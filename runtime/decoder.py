@@ -29,6 +29,7 @@ class Decoder:
         self._past_names = [name for layer in range(kv.num_layers) for name in io.past_names(layer)]
         self._present_names = [name for layer in range(kv.num_layers) for name in io.present_names(layer)]
         self._empty = np.zeros((1, kv.num_kv_heads, 0, kv.head_dim), dtype=np.dtype(kv.dtype))
+        self.tokens: list[int] = []  # the ids whose keys/values the cache holds
         self.reset()
 
     def reset(self) -> None:
@@ -40,7 +41,7 @@ class Decoder:
         self.past = ([np.ascontiguousarray(p[:, :, :n]) for p in self.past] if n else
                      [self._empty] * len(self._past_names))
         self.length = n
-        self.tokens: list[int] = getattr(self, "tokens", [])[:n]  # the ids whose keys/values the cache holds
+        del self.tokens[n:]
 
     def _check(self, n: int) -> int:
         total = self.length + n
@@ -129,7 +130,7 @@ class SharedBufferDecoder(Decoder):
     def truncate(self, n: int) -> None:
         self._mask[0, n:] = 0  # positions past n are invisible and written over by the next run
         self.length = n
-        self.tokens = getattr(self, "tokens", [])[:n]
+        del self.tokens[n:]
 
     def _run(self, ids: np.ndarray, last_only: bool) -> np.ndarray:
         n = ids.shape[1]

@@ -58,6 +58,7 @@ class StaticDecoder:
         self._past = [n for layer in range(kv.num_layers) for n in io.past_names(layer)]
         self._present = [n for layer in range(kv.num_layers) for n in io.present_names(layer)]
         self.runs = {"prefill": 0, "decode": 0}
+        self.tokens: list[int] = []  # the ids whose keys/values the cache holds
         self.reset()
 
     def reset(self) -> None:
@@ -66,7 +67,7 @@ class StaticDecoder:
     def truncate(self, n: int) -> None:
         """Keep the first `n` cached positions (the mask hides the slots after them until they are written)."""
         self.length = n
-        self.tokens: list[int] = getattr(self, "tokens", [])[:n]
+        del self.tokens[n:]
 
     def forward(self, ids, last_only: bool = True) -> np.ndarray:
         """Run `ids` after the cached tokens; logits (vocab,) of the last one, or (n, vocab) for all."""

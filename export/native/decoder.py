@@ -203,14 +203,17 @@ class DecoderBuilder:
         x = self.scaled(x, a.embedding_scale, "/model/embed_tokens")
         # (positions, rotary_dim / 2): GroupQueryAttention turns the first rotary_dim dims of each head; one pair of
         # caches per rope base the layers use (Gemma-3's sliding layers have their own)
-        caches = {}
-        for base in dict.fromkeys(repr(a.layer_rope_base(i)) for i in range(a.num_layers)):
-            theta, scaling = next(a.layer_rope_base(i) for i in range(a.num_layers) if repr(a.layer_rope_base(i)) == base)
-            cos, sin = rotary_caches(a.rotary_dim, a.context_length, theta, scaling)
-            suffix = "" if not caches else f"_{len(caches)}"
-            caches[base] = (g.weight(f"rotary.cos_cache{suffix}", self._f(cos)),
-                            g.weight(f"rotary.sin_cache{suffix}", self._f(sin)))
-            del cos, sin
+        caches, layer_caches = {}, []  # repr((theta, scaling)) -> (cos, sin) names; per layer its pair
+        for i in range(a.num_layers):
+            theta, scaling = a.layer_rope_base(i)
+            key = repr((theta, scaling))
+            if key not in caches:
+                cos, sin = rotary_caches(a.rotary_dim, a.context_length, theta, scaling)
+                suffix = f"_{len(caches)}" if caches else ""
+                caches[key] = (g.weight(f"rotary.cos_cache{suffix}", self._f(cos)),
+                               g.weight(f"rotary.sin_cache{suffix}", self._f(sin)))
+                del cos, sin
+            layer_caches.append(caches[key])
 
         residual, down = None, x
         for i in range(a.num_layers):
@@ -228,7 +231,7 @@ class DecoderBuilder:
             window = a.layer_window(i)
             qkv_in = self.qk_normed(qkv, i, p) if a.qk_norm else [qkv, "", ""]  # packed, or q, k, v apart
             rope = a.layer_rope(i)  # NoPE layers (SmolLM3) attend without rotary
-            cos_sin = caches[repr(a.layer_rope_base(i))] if rope else ("", "")
+            cos_sin = layer_caches[i] if rope else ("", "")
             attn, _, _ = g.node(
                 "GroupQueryAttention", [*qkv_in, past_k, past_v, seqlens, total, *cos_sin],
                 [f"{p}/attn/out", present_k, present_v], name=f"{p}/attn/GroupQueryAttention", domain=MS,
