@@ -179,6 +179,8 @@ class Model:
     ) -> Iterator[int]:
         """New token ids for `prompt_ids` (no stop strings: ids only); `sampling` overrides SamplingConfig fields."""
         req = self.request(prompt_ids, max_new_tokens=max_new_tokens, ignore_eos=ignore_eos, **sampling)
+        if req.stop:  # ids carry no text to find a string in: refused, not silently ignored
+            raise GenerationError("stop strings need text: use chat() or complete() (stream_ids takes stop_token_ids)")
         return self._serialized(generate_ids(self.decoder, req.prompt_ids, req.max_new_tokens, req.sampling,
                                              req.stop_ids))
 

@@ -69,6 +69,7 @@ DECLINED_FIELDS = {
     "reasoning_effort": (None,), "modalities": (None, ["text"]), "audio": (None,), "prediction": (None,),
 }
 ROLES = ("system", "user", "assistant")
+MESSAGE_KEYS = frozenset({"role", "content", "reasoning_content"})
 FINISH = {STOP: "stop", LENGTH: "length", CONTEXT_FULL: "length", CANCELLED: "stop"}
 
 
@@ -107,6 +108,9 @@ def parse(body, chat: bool) -> Parsed:
             raise ApiError(422, f"'{name}' is required", name, "missing_required_parameter")
     kwargs = {SAMPLING_FIELDS[k][2]: v for k, v in body.items() if k in SAMPLING_FIELDS and v is not None}
     options = body.get("stream_options") or {}
+    if set(options) - {"include_usage"}:
+        raise ApiError(400, f"stream_options {sorted(set(options) - {'include_usage'})} are not supported by edgelm "
+                       "serve (only include_usage)", "stream_options", "unsupported_parameter")
     if chat:
         return Parsed(kwargs, bool(body.get("stream")), bool(options.get("include_usage")),
                       messages=[_message(m, i) for i, m in enumerate(body["messages"])])
@@ -127,6 +131,10 @@ def _message(m, i: int) -> dict:
         content = "".join(p["text"] for p in content)
     if not isinstance(content, str):
         raise ApiError(422, f"{where}.content must be a string or a list of text parts", where, "invalid_type")
+    unknown = sorted(set(m) - MESSAGE_KEYS)
+    if unknown:  # e.g. tool_calls, name: the chat template would not carry them, so they are refused
+        raise ApiError(400, f"{where}: {', '.join(unknown)} not supported by edgelm serve (only "
+                       f"{', '.join(sorted(MESSAGE_KEYS))})", where, "unsupported_parameter")
     out = {"role": m["role"], "content": content}
     if isinstance(m.get("reasoning_content"), str):  # some templates render an earlier turn's reasoning
         out["reasoning_content"] = m["reasoning_content"]

@@ -130,3 +130,8 @@ def is_false(value: Any) -> str | None:
 
 def empty(value: Any) -> str | None:
     return None if not value else "not implemented (native: empty)"
+
+
+def positive_number(value: Any) -> str | None:
+    ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0)
+    return None if ok else "expected a positive number or null"

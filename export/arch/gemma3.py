@@ -9,6 +9,7 @@ from typing import Any
 
 from edgelm.export.arch.base import LLAMA_FIELDS, ArchSpec, register
 from edgelm.export.arch.contract import Field, is_false
+from edgelm.export.arch.contract import positive_number as _positive
 from edgelm.export.arch.mistral import _window
 from edgelm.export.native.activations import ACTIVATIONS
 
@@ -19,11 +20,6 @@ def _layer_types(value: Any) -> str | None:
     if value is None or (isinstance(value, list) and set(value) <= set(LAYER_TYPES)):
         return None
     return f"layer types other than {', '.join(LAYER_TYPES)} are not implemented"
-
-
-def _positive(value: Any) -> str | None:
-    ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0)
-    return None if ok else "expected a positive number or null"
 
 
 @register("Gemma3ForCausalLM")

@@ -4,7 +4,7 @@ attention scores are scaled by `attention_multiplier` (instead of 1/sqrt(head_di
 divided by `logits_scaling`."""
 
 from edgelm.export.arch.base import LLAMA_BIASES, LLAMA_FIELDS, ArchSpec, register
-from edgelm.export.arch.contract import Field
+from edgelm.export.arch.contract import Field, positive_number
 
 
 @register("GraniteForCausalLM")
@@ -15,4 +15,4 @@ class Granite(ArchSpec):
                        "attention": "attention_multiplier", "logits": "logits_scaling"}
     fields = {**LLAMA_FIELDS, "attention_bias": Field((True, False), default=False),
               "mlp_bias": Field((True, False), default=False),
-              **{key: Field(default=1.0) for key in multiplier_keys.values()}}
+              **{key: Field(check=positive_number, default=1.0) for key in multiplier_keys.values()}}

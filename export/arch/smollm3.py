@@ -16,6 +16,11 @@ def _rope_flags(value: Any) -> str | None:
     return "no_rope_layers must be a list of 0/1 per layer"
 
 
+def _interval(value: Any) -> str | None:
+    ok = value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0)
+    return None if ok else "expected a positive integer"
+
+
 @register("SmolLM3ForCausalLM")
 class SmolLM3(ArchSpec):
     model_type = "smollm3"
@@ -24,7 +29,7 @@ class SmolLM3(ArchSpec):
     fields = {**LLAMA_FIELDS, "tie_word_embeddings": Field((True, False), default=True),
               "attention_bias": Field((True, False), default=False),
               "mlp_bias": Field((True, False), default=False), "no_rope_layers": Field(check=_rope_flags),
-              "no_rope_layer_interval": Field(default=4), "use_sliding_window": Field((True, False), default=False),
+              "no_rope_layer_interval": Field(check=_interval, default=4), "use_sliding_window": Field((True, False), default=False),
               "sliding_window": Field(), "layer_types": Field(check=_layer_types)}
 
     def _rope_flags(self) -> list[int]:

@@ -262,3 +262,15 @@ def test_awq_asked_for_fused_weights_is_refused_and_auto_rounds_plainly(sources,
                                                          progress=False))
     manifest = export_model(src, tmp_path / "auto", ExportConfig(quant="int4", progress=False))
     assert manifest.quantization.calibration is None and not (tmp_path / "awq").exists()
+
+
+@pytest.mark.parametrize("case, field, value", [
+    ("smollm3-all-features", "no_rope_layer_interval", 0), ("granite-all-features", "logits_scaling", "8"),
+])
+def test_new_family_scalars_are_checked(case, field, value):
+    """A value the builder would compute with wrongly (or crash on) is declined by name, so optimum exports it."""
+    from edgelm.export.arch import get_arch
+    from tests.export.contract_cases import CASES
+
+    config = {k: v for k, v in CASES[case][0].items() if k != "no_rope_layers"}
+    assert [d.field for d in get_arch({**config, field: value}).declined()] == [field]

@@ -122,3 +122,9 @@ def test_bad_options_are_typed_errors_naming_the_option(builds, bad, match):
     with pytest.raises(GenerationError, match=match):
         m.chat(MESSAGES, **bad)
     assert m.chat(MESSAGES, max_new_tokens=2).usage.completion_tokens <= 2  # nothing left locked or half-set
+
+
+def test_stream_ids_refuses_stop_strings_it_cannot_apply(builds):
+    m = load(builds.package("tiny-llama", "fp32"))
+    with pytest.raises(GenerationError, match="stop strings need text"):
+        m.stream_ids(m.encode_prompt("Hello"), max_new_tokens=4, stop=["x"])

@@ -129,6 +129,8 @@ def test_reasoning_split(builds):
     ({"extra_body": {"mirostat": 2}}, 422, "unknown_parameter"),
     ({"extra_body": {"max_tokens": "many"}}, 422, "invalid_type"),
     ({"messages": [{"role": "wizard", "content": "hi"}]}, 422, "invalid_type"),
+    ({"messages": [{"role": "user", "content": "hi", "name": "ann"}]}, 400, "unsupported_parameter"),
+    ({"stream_options": {"include_usage": True, "continuous_usage_stats": True}}, 400, "unsupported_parameter"),
     ({"messages": [{"role": "user", "content": "word " * 600}]}, 400, "context_length_exceeded"),
     ({"messages": [{"role": "user", "content": "x" * (2 << 20)}]}, 413, "body_too_large"),
 ])
