@@ -133,14 +133,14 @@ def register_plugin(spec: ProviderSpec) -> list:
             module = importlib.import_module(spec.plugin_module)
         except ImportError:
             raise ProviderUnavailable(f"{spec.name} needs the package {spec.install}: pip install {spec.install}") from None
-        from edgelm.runtime.session import native_stdout_to_stderr
+        from edgelm.runtime.session import native_console_quiet
 
         import os
 
         ort.set_default_logger_severity(2 if os.environ.get("EDGELM_VERBOSE") else 4)  # plugins log at load
         try:
             library = module.get_library_path()
-            with native_stdout_to_stderr():
+            with native_console_quiet():
                 ort.register_execution_provider_library(spec.ort_name, library)
         except Exception as exc:
             first = first_line(exc) or type(exc).__name__

@@ -15,7 +15,7 @@ _EXECUTION_MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
 
 
 @contextlib.contextmanager
-def native_stdout_to_stderr():
+def native_console_quiet():
     """Keep what native plugin code writes to the console (QNN's "# LIBNATIVE ..." banner on stdout, Dawn's
     "Warning: maxDynamic... reduced" on stderr) out of the terminal: stdout stays ours. Both go to /dev/null,
     or with EDGELM_VERBOSE=1 (--verbose) to stderr. Failures still reach the caller as exceptions."""
@@ -126,7 +126,7 @@ def _open(model_path: Path, provider: Resolved, threads, strict: bool, options: 
         opts.add_session_config_entry(key, value)
     if spec.is_plugin:
         opts.add_provider_for_devices(provider.devices, options)
-        with native_stdout_to_stderr():  # some plugin libraries print banners on stdout
+        with native_console_quiet():  # some plugin libraries print banners on stdout
             session = ort.InferenceSession(str(model_path), sess_options=opts)
     else:
         providers = [(spec.ort_name, options)]
