@@ -209,6 +209,10 @@ class Manifest:
     # graph features a provider may compute wrongly (ProviderSpec.wrong_features refuses them), e.g.
     # "attention_softcap" (GroupQueryAttention's softcap, Gemma-2)
     features: tuple[str, ...] = ()
+    # longrope (Phi-3.5/4-mini): the total length past which the model rotates with its long factors. transformers
+    # picks the factors per forward pass, so a prompt longer than this is prefilled in one run from an empty cache
+    # (a chunked or reused prefill would rotate its first part with the short ones). None: one frequency set.
+    rope_switch: int | None = None
     weights: WeightStats | None = None
     # what the package was exported for: cpu (dynamic shapes) | gpu (no int64 arithmetic: whole on GPU EPs)
     # | npu-qnn (static QDQ graph)
@@ -318,6 +322,8 @@ def _BOUNDS(m: Manifest) -> list[tuple[str, Any, Any]]:
         ("generation.max_new_tokens", gen.max_new_tokens, _between(1, 1 << 24)),
         ("generation.eos_token_ids", gen.eos_token_ids, lambda ids: all(_between(0, 1 << 24)(i) for i in ids)),
     ]
+    if m.rope_switch is not None:
+        rows.append(("rope_switch", m.rope_switch, _between(1, 1 << 24)))
     if m.reasoning is not None:
         marker = lambda v: 0 < len(v) <= 64  # noqa: E731
         rows += [("reasoning.start", m.reasoning.start, marker), ("reasoning.end", m.reasoning.end, marker)]

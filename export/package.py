@@ -89,6 +89,7 @@ def write_manifest(
         reasoning=think_markers(source.chat_template()),
         features=tuple(f for f, on in (("attention_softcap", backend == "native" and "attention" in arch.softcaps),)
                        if on),
+        rope_switch=arch.rope_switch,
         weights=weights,
         target=target,
         static=static,

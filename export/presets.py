@@ -53,6 +53,14 @@ _GRANITE_BASE = {
     "mlp_bias": False,
 }
 _PHI3_BASE = {"architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "hidden_act": "silu", "rms_norm_eps": 1e-5}
+# Phi-4-mini's published longrope factors (one per rotary frequency: 48 of its 96 rotary dims / 2)
+_PHI4_MINI_LONG = [
+    1.0, 1.118320672, 1.250641126, 1.398617824, 1.564103225, 1.74916897, 1.956131817, 2.187582649, 2.446418898,
+    2.735880826, 3.059592084, 3.421605075, 3.826451687, 4.279200023, 4.785517845, 5.351743533, 5.984965424,
+    6.693110555, 7.485043894, 8.370679318, 9.36110372, 10.4687158, 11.70738129, 13.09260651, 14.64173252,
+    16.37415215, 18.31155283, 20.47818807, 22.90118105, 25.61086418, 28.64115884, 32.03, 32.1, 32.13, 32.23, 32.6,
+    32.61, 32.64, 32.66, 32.7, 32.71, 32.93, 32.97, 33.28, 33.49, 33.5, 44.16, 47.77,
+]
 _GEMMA3_BASE = {"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
                 "hidden_activation": "gelu_pytorch_tanh", "rms_norm_eps": 1e-6}
 _GEMMA2_BASE = {"architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2", "hidden_activation": "gelu_pytorch_tanh",
@@ -160,16 +168,30 @@ PRESETS: dict[str, Preset] = {
             "tiny-phi3",
             {**_PHI3_BASE, "hidden_size": 128, "intermediate_size": 192, "num_hidden_layers": 2, "num_attention_heads": 2,
              "num_key_value_heads": 1, "vocab_size": 512, "max_position_embeddings": 512, "rope_theta": 10000.0,
-             "partial_rotary_factor": 0.75, "sliding_window": 64, "tie_word_embeddings": True},
-            init_range=0.25, description="2-layer Phi-3 for tests (fused weights, rotary on 48 of 64 dims, a window)",
+             "partial_rotary_factor": 0.75, "sliding_window": 64, "tie_word_embeddings": True,
+             # longrope switching to its long factors past position 16: the tests' 32 generated tokens cross it
+             "original_max_position_embeddings": 16,
+             "rope_scaling": {"type": "longrope", "short_factor": [1.0 + i / 48 for i in range(24)],
+                              "long_factor": [1.0 + i / 2 for i in range(24)]}},
+            init_range=0.25, description="2-layer Phi-3 for tests (fused weights, rotary on 48 of 64 dims, a window, "
+            "longrope switching at 16 positions)",
             tokenizer_vocab=512,
+        ),
+        Preset(
+            "phi-4-mini",
+            {**_PHI3_BASE, "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 32, "num_attention_heads": 24,
+             "num_key_value_heads": 8, "vocab_size": 200064, "max_position_embeddings": 131072,
+             "original_max_position_embeddings": 4096, "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+             "rope_scaling": {"type": "longrope", "short_factor": [1.0] * 48, "long_factor": _PHI4_MINI_LONG},
+             "sliding_window": 262144, "tie_word_embeddings": True, "bos_token_id": 199999, "eos_token_id": 199999},
+            description="Phi-4-mini shape (3.8B: longrope, rotary on 96 of 128 dims, 200k vocabulary)",
         ),
         Preset(
             "phi-3-mini-4k",
             {**_PHI3_BASE, "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 32, "num_attention_heads": 32,
              "num_key_value_heads": 32, "vocab_size": 32064, "max_position_embeddings": 4096, "rope_theta": 10000.0,
              "sliding_window": 2047, "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 32000},
-            description="Phi-3-mini-4k shape (no longrope; Phi-3.5/4-mini's longrope is not built natively yet)",
+            description="Phi-3-mini-4k shape",
         ),
         Preset(
             "tiny-gemma3",

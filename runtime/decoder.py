@@ -26,6 +26,7 @@ class Decoder:
         self.manifest = manifest
         io, kv = manifest.io, manifest.kv_cache
         self.context_length = manifest.context_length
+        self.rope_switch = manifest.rope_switch
         self._past_names = [name for layer in range(kv.num_layers) for name in io.past_names(layer)]
         self._present_names = [name for layer in range(kv.num_layers) for name in io.present_names(layer)]
         self._empty = np.zeros((1, kv.num_kv_heads, 0, kv.head_dim), dtype=np.dtype(kv.dtype))

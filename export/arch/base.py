@@ -12,6 +12,7 @@ from typing import Any, Callable, ClassVar
 from edgelm.errors import UnsupportedArchitecture
 from edgelm.export.arch.contract import Declined, Field, check, check_rope, empty, is_false, normalize, positive_even
 from edgelm.export.native.activations import ACTIVATIONS
+from edgelm.export.native.rope import rope_switch
 from edgelm.manifest import KVCache
 
 _REGISTRY: dict[str, type[ArchSpec]] = {}
@@ -239,6 +240,11 @@ class ArchSpec:
     def layer_rope_base(self, layer: int) -> tuple[float, dict | None]:
         """(rope theta, rope scaling) of layer `layer` (Gemma-3's sliding layers have their own)."""
         return self.rope_theta, self.rope_scaling
+
+    @property
+    def rope_switch(self) -> int | None:
+        """longrope: the total length past which transformers rotates with the long factors (None: one set)."""
+        return rope_switch(self.rope_scaling)
 
     @property
     def attention_scale(self) -> float | None:

@@ -28,7 +28,7 @@ import numpy as np
 from edgelm.errors import ExportError
 from edgelm.export.native.activations import ACTIVATIONS
 from edgelm.export.native.quant import fake_quantize
-from edgelm.export.native.rope import rotary_caches
+from edgelm.export.native.rope import rotary_for_length
 
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 WINDOW = 128  # tokens per calibration window
@@ -85,7 +85,7 @@ class CalibrationForward:
         ids = np.array(windows, dtype=np.int64)  # (windows, L)
         self.h = table[ids] * (arch.multiplier("embedding") or 1.0)  # (windows, L, hidden)
         length = ids.shape[1]
-        self.cos, self.sin = rotary_caches(arch.rotary_dim, length, arch.rope_theta, arch.rope_scaling)
+        self.cos, self.sin = rotary_for_length(arch.rotary_dim, length, arch.rope_theta, arch.rope_scaling)
         pos = np.arange(length)
         allowed = pos[None, :] <= pos[:, None]
         self.masks = {}  # window -> (L, L) additive mask

@@ -27,7 +27,7 @@ from edgelm.export.arch import ArchSpec
 from edgelm.export.native.activations import ACTIVATIONS
 from edgelm.export.native.graph import GraphBuilder
 from edgelm.export.native.quant import quantize_blockwise
-from edgelm.export.native.rope import rotary_caches
+from edgelm.export.native.rope import rope_switch, rotary_caches
 from edgelm.export.native.weights import SafetensorsReader
 from edgelm.progress import Progress, as_progress
 from edgelm.export.optimum_backend import OPTIMUM_IO
@@ -210,9 +210,11 @@ class DecoderBuilder:
             if key not in caches:
                 cos, sin = rotary_caches(a.rotary_dim, a.context_length, theta, scaling)
                 suffix = f"_{len(caches)}" if caches else ""
-                caches[key] = (g.weight(f"rotary.cos_cache{suffix}", self._f(cos)),
-                               g.weight(f"rotary.sin_cache{suffix}", self._f(sin)))
+                pair = (g.weight(f"rotary.cos_cache{suffix}", self._f(cos)),
+                        g.weight(f"rotary.sin_cache{suffix}", self._f(sin)))
                 del cos, sin
+                switch = rope_switch(scaling)
+                caches[key] = pair if switch is None else self.longrope_caches(pair, switch, total, suffix)
             layer_caches.append(caches[key])
 
         residual, down = None, x
@@ -279,6 +281,24 @@ class DecoderBuilder:
             g.node("Cast", [logits], [out], name="/lm_head/Cast", to=T.FLOAT)
         path = g.save()
         return path, WeightStats(total=g.total_bytes, per_token=g.total_bytes - g.gather_only_bytes)
+
+    def longrope_caches(self, pair: tuple[str, str], switch: int, total: str, suffix: str) -> tuple[str, str]:
+        """The rows of the stacked short/long caches this run rotates with, as transformers picks them: the long
+        half when the total length passes `switch`. Only `total` rows are copied (GroupQueryAttention reads
+        positions below the total length); int32 arithmetic, as the GPU target takes it."""
+        g, p = self.g, f"/rotary/longrope{suffix}"
+        const = lambda name, v: g.constant(f"{p}/{name}", np.array(v, dtype=np.int32))  # noqa: E731
+        (past,) = g.node("Greater", [total, const("switch", switch)], [f"{p}/long"], name=f"{p}/Greater")
+        (start,) = g.node("Where", [past, const("long_start", self.arch.context_length), const("zero", 0)],
+                          [f"{p}/start"], name=f"{p}/Where")
+        (end,) = g.node("Add", [start, total], [f"{p}/end"], name=f"{p}/Add")
+        axes, unsqueeze_axes = const("axes", [0]), g.constant(f"{p}/unsqueeze_axes", np.array([0], dtype=np.int64))
+        bounds = []
+        for name, value in (("starts", start), ("ends", end)):
+            (b,) = g.node("Unsqueeze", [value, unsqueeze_axes], [f"{p}/{name}"], name=f"{p}/Unsqueeze_{name}")
+            bounds.append(b)
+        return tuple(g.node("Slice", [cache, *bounds, axes], [f"{p}/{kind}"], name=f"{p}/Slice_{kind}")[0]
+                     for cache, kind in zip(pair, ("cos", "sin")))
 
     def mlp_in(self, h: str, i: int, p: str) -> tuple[str, str]:
         """gate and up projections: one packed linear + Split, or two linears (LinearFormat.pack_mlp)."""

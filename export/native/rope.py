@@ -1,4 +1,10 @@
-"""Rotary position caches (cos, sin), each (max_positions, head_dim / 2), as GroupQueryAttention takes them."""
+"""Rotary position caches (cos, sin), each (positions, rotary_dim / 2), as GroupQueryAttention takes them.
+
+longrope (Phi-3.5/4-mini; "su" is its old name) has two frequency sets. transformers rotates a forward pass
+with the short factors while its sequence (largest position + 1) is at most `original_max_position_embeddings`
+(the switch) and with the long ones past it, and scales cos and sin by an attention factor either way. Its
+caches are the two sets stacked, (2 x positions, rotary_dim / 2): short rows first; the graph slices the half
+for the run's total length (`DecoderBuilder.longrope_caches`)."""
 
 from __future__ import annotations
 
@@ -6,16 +12,22 @@ import math
 
 import numpy as np
 
+from edgelm.export.arch.contract import rope_kind
 
-def inv_frequencies(head_dim: int, theta: float, scaling: dict | None) -> np.ndarray:
+LONGROPE = ("longrope", "su")
+
+
+def inv_frequencies(head_dim: int, theta: float, scaling: dict | None, factors=None) -> np.ndarray:
     inv = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
-    kind = (scaling or {}).get("rope_type") or (scaling or {}).get("type")
-    if kind in (None, "default"):
+    kind = rope_kind(scaling)
+    if kind == "default":
         return inv
     if kind == "linear":
         return inv / scaling["factor"]
     if kind == "llama3":
         return _llama3(inv, scaling)
+    if kind in LONGROPE:
+        return inv / np.asarray(factors, dtype=np.float64)
     from edgelm.errors import ExportError
 
     raise ExportError(f"rope scaling {kind!r} is not supported by the native builder; use --backend optimum")
@@ -32,6 +44,40 @@ def _llama3(inv: np.ndarray, s: dict) -> np.ndarray:
     return np.where(mid, (1 - smooth) * inv / factor + smooth * inv, scaled)
 
 
+def rope_switch(scaling: dict | None) -> int | None:
+    """longrope: the total length past which the long factors apply (None: one frequency set)."""
+    return int(scaling["original_max_position_embeddings"]) if rope_kind(scaling) in LONGROPE else None
+
+
+def longrope_attention_factor(scaling: dict) -> float:
+    """The factor on cos and sin: the config's, else transformers' default from the context extension
+    (max_position_embeddings / original_max_position_embeddings)."""
+    if scaling.get("attention_factor") is not None:
+        return float(scaling["attention_factor"])
+    old = scaling["original_max_position_embeddings"]
+    factor = scaling["max_position_embeddings"] / old
+    return 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(old))
+
+
+def _cos_sin(head_dim: int, positions: int, theta: float, scaling: dict | None, factors=None, gain: float = 1.0):
+    freqs = np.outer(np.arange(positions, dtype=np.float64), inv_frequencies(head_dim, theta, scaling, factors))
+    return (np.cos(freqs) * gain).astype(np.float32), (np.sin(freqs) * gain).astype(np.float32)
+
+
 def rotary_caches(head_dim: int, positions: int, theta: float, scaling: dict | None):
-    freqs = np.outer(np.arange(positions, dtype=np.float64), inv_frequencies(head_dim, theta, scaling))
-    return np.cos(freqs).astype(np.float32), np.sin(freqs).astype(np.float32)
+    """The graph's caches: (positions, head_dim / 2) each; longrope: short then long, (2 x positions, ...)."""
+    if rope_switch(scaling) is None:
+        return _cos_sin(head_dim, positions, theta, scaling)
+    gain = longrope_attention_factor(scaling)
+    short, long = (_cos_sin(head_dim, positions, theta, scaling, scaling[k], gain)
+                   for k in ("short_factor", "long_factor"))
+    return np.concatenate([short[0], long[0]]), np.concatenate([short[1], long[1]])
+
+
+def rotary_for_length(head_dim: int, length: int, theta: float, scaling: dict | None):
+    """The caches a forward pass over `length` positions rotates with (longrope: the half for that length)."""
+    switch = rope_switch(scaling)
+    if switch is None:
+        return _cos_sin(head_dim, length, theta, scaling)
+    key = "long_factor" if length > switch else "short_factor"
+    return _cos_sin(head_dim, length, theta, scaling, scaling[key], longrope_attention_factor(scaling))

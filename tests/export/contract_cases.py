@@ -48,6 +48,14 @@ CASES = {
     "phi3-all-features": ({"architectures": ["Phi3ForCausalLM"], "model_type": "phi3", **SHAPE, "head_dim": 64,
                            "partial_rotary_factor": 0.75, "sliding_window": 8, "rope_theta": 10000.0,
                            "tie_word_embeddings": True, "pad_token_id": 0}, False),
+    # Phi-3.5/4-mini: longrope switching to its long factors past 16 positions (the 32 generated tokens cross
+    # it; the full-sequence pass runs long), its default attention factor, rotary on 48 of 64 dims
+    "phi3-longrope": ({"architectures": ["Phi3ForCausalLM"], "model_type": "phi3", **SHAPE, "hidden_size": 128,
+                       "num_attention_heads": 2, "num_key_value_heads": 1, "partial_rotary_factor": 0.75,
+                       "original_max_position_embeddings": 16, "rope_theta": 10000.0,
+                       "rope_scaling": {"type": "longrope", "short_factor": [1.0 + i / 24 for i in range(24)],
+                                        "long_factor": [1.0 + i for i in range(24)]},
+                       "tie_word_embeddings": False}, False),
     # (1 + w) norms, sqrt(hidden) embedding, GeGLU, sandwich norms, q/k norm, query_pre_attn_scalar, sliding
     # layers with their own rope base (full layers: rope_theta + linear scaling), final-logit soft-capping
     "gemma3-all-features": ({"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", **SHAPE,
