@@ -207,7 +207,7 @@ class Manifest:
     eos_token: str | None = None
     reasoning: Reasoning | None = None  # None: not a reasoning model (all generated text is the answer)
     # graph features a provider may compute wrongly (ProviderSpec.wrong_features refuses them), e.g.
-    # "attention_softcap" (GroupQueryAttention's softcap, Gemma-2)
+    # "attention_softcap" (GroupQueryAttention's softcap, Gemma-2), "longrope" (whole-sequence runs past rope_switch)
     features: tuple[str, ...] = ()
     # longrope (Phi-3.5/4-mini): the total length past which the model rotates with its long factors. transformers
     # picks the factors per forward pass, so a prompt longer than this is prefilled in one run from an empty cache

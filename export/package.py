@@ -87,8 +87,8 @@ def write_manifest(
         bos_token=_token_text(tok_config.get("bos_token")),
         eos_token=_token_text(tok_config.get("eos_token")),
         reasoning=think_markers(source.chat_template()),
-        features=tuple(f for f, on in (("attention_softcap", backend == "native" and "attention" in arch.softcaps),)
-                       if on),
+        features=tuple(f for f, on in (("attention_softcap", backend == "native" and "attention" in arch.softcaps),
+                                       ("longrope", arch.rope_switch is not None)) if on),
         rope_switch=arch.rope_switch,
         weights=weights,
         target=target,

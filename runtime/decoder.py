@@ -39,10 +39,25 @@ class Decoder:
 
     def truncate(self, n: int) -> None:
         """Keep the first `n` cached positions (the keys/values of a token depend only on those before it)."""
+        n = self._keepable(n)
         self.past = ([np.ascontiguousarray(p[:, :, :n]) for p in self.past] if n else
                      [self._empty] * len(self._past_names))
         self.length = n
         del self.tokens[n:]
+
+    # longrope (Manifest.rope_switch): transformers rotates every position with the factors of the sequence's
+    # current length, short up to the switch and long past it (Phi3's generate re-runs the whole sequence when it
+    # first passes the switch). The cache follows: a run that takes it past the switch re-runs all the tokens
+    # it holds, and keys rotated long are no prefix for a sequence within the switch.
+    def _keepable(self, n: int) -> int:
+        """How many of the first `n` cached positions a shorter sequence can keep: n, or 0 for longrope keys
+        rotated long that would be kept for a sequence within the switch."""
+        s = self.rope_switch
+        return 0 if n and s is not None and n <= s < self.length else n
+
+    def _crosses_switch(self, n: int) -> bool:
+        s = self.rope_switch
+        return s is not None and 0 < self.length <= s < self.length + n
 
     def _check(self, n: int) -> int:
         total = self.length + n
@@ -79,6 +94,11 @@ class Decoder:
         """Run `ids` (new tokens) after the cached ones; logits (vocab,) of the last position, or (n, vocab).
         More than `max_run` tokens go in runs of `max_run`, each after the ones before (same result)."""
         ids = np.asarray(ids, dtype=np.int64).reshape(1, -1)  # (batch=1, n)
+        if self._crosses_switch(ids.shape[1]):  # longrope: this run rotates the whole sequence long
+            n, held = ids.shape[1], np.asarray(self.tokens, dtype=np.int64).reshape(1, -1)
+            self.truncate(0)
+            logits = self.forward(np.concatenate([held, ids], axis=1), last_only)
+            return logits if last_only else logits[-n:]
         step = self.max_run
         if step and ids.shape[1] > step:
             parts = [self._run(np.ascontiguousarray(ids[:, i:i + step]), last_only) for i in range(0, ids.shape[1], step)]
@@ -129,6 +149,7 @@ class SharedBufferDecoder(Decoder):
         return self.capacity  # the mask spans the preallocated buffer
 
     def truncate(self, n: int) -> None:
+        n = self._keepable(n)
         self._mask[0, n:] = 0  # positions past n are invisible and written over by the next run
         self.length = n
         del self.tokens[n:]

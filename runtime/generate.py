@@ -84,13 +84,15 @@ def generate_ids(
 def _prefill(decoder, prompt: list[int], cancel: Cancel | None, reuse: bool, outcome: Outcome):
     """Logits after the prompt, or None when cancelled. The cache keeps what it shares with the prompt when
     `reuse` (at least one token is run: its logits are needed)."""
-    # longrope past its switch: one run over the whole prompt, as transformers rotates it (Manifest.rope_switch)
-    whole = (switch := getattr(decoder, "rope_switch", None)) is not None and len(prompt) > switch
-    keep = min(_common(decoder.tokens, prompt), len(prompt) - 1) if reuse and not whole else 0
+    keep = min(_common(decoder.tokens, prompt), len(prompt) - 1) if reuse else 0
     decoder.truncate(keep)
+    keep = len(decoder.tokens)  # a longrope cache may keep less (Decoder._keepable)
     outcome.cached_tokens, outcome.prefilled_tokens = keep, len(prompt) - keep
     rest = prompt[keep:]
-    step = getattr(decoder, "cancel_step", PREFILL_CHUNK) if cancel is not None and not whole else len(rest)
+    # longrope: the run that passes the switch re-runs the whole sequence (Decoder.forward); chunks before it
+    # would be run twice, so a prompt that passes it goes in one run
+    crossing = (switch := getattr(decoder, "rope_switch", None)) is not None and keep <= switch < len(prompt)
+    step = getattr(decoder, "cancel_step", PREFILL_CHUNK) if cancel is not None and not crossing else len(rest)
     logits = None
     for start in range(0, len(rest), step):
         if cancel is not None and cancel.is_set():

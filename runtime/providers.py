@@ -83,7 +83,9 @@ PROVIDERS: dict[str, ProviderSpec] = {
             "webgpu", "WebGpuExecutionProvider", "gpu", "onnxruntime-ep-webgpu", plugin_module="onnxruntime_ep_webgpu",
             accepts=("fp32", "fp16", "int8", "int4", "int4-fp16"), max_run_tokens=16,
             wrong_features={"attention_softcap": "its GroupQueryAttention soft-capping gives logits 0.08 away from the "
-                            "CPU EP's (and transformers') on a tiny Gemma-2 (onnxruntime-ep-webgpu 0.4.0, lavapipe)"},
+                            "CPU EP's (and transformers') on a tiny Gemma-2 (onnxruntime-ep-webgpu 0.4.0, lavapipe)",
+                            "longrope": "it takes at most 16 tokens a run, and a longrope sequence that passes its switch "
+                            "length is re-run whole in one run (Phi-3.5/4-mini)"},
             notes="Dawn: D3D12 on Windows, Metal on macOS, Vulkan on Linux. With ORT_WEBGPU_EP_ALLOW_SOFTWARE_ADAPTER=1 "
                   "it lists a software adapter (Mesa's lavapipe, Mesa 25+) on the CPU device: correct, slow.",
         ),

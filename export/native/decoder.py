@@ -214,7 +214,7 @@ class DecoderBuilder:
                         g.weight(f"rotary.sin_cache{suffix}", self._f(sin)))
                 del cos, sin
                 switch = rope_switch(scaling)
-                caches[key] = pair if switch is None else self.longrope_caches(pair, switch, total, suffix)
+                caches[key] = pair if switch is None else self.longrope_caches(pair, switch, seqlens, total, suffix)
             layer_caches.append(caches[key])
 
         residual, down = None, x
@@ -282,13 +282,16 @@ class DecoderBuilder:
         path = g.save()
         return path, WeightStats(total=g.total_bytes, per_token=g.total_bytes - g.gather_only_bytes)
 
-    def longrope_caches(self, pair: tuple[str, str], switch: int, total: str, suffix: str) -> tuple[str, str]:
+    def longrope_caches(self, pair: tuple[str, str], switch: int, seqlens: str, total: str,
+                        suffix: str) -> tuple[str, str]:
         """The rows of the stacked short/long caches this run rotates with, as transformers picks them: the long
-        half when the total length passes `switch`. Only `total` rows are copied (GroupQueryAttention reads
-        positions below the total length); int32 arithmetic, as the GPU target takes it."""
+        half when the sequence (seqlens_k + 1: `total` is the buffer's length in the shared-buffer mode) passes
+        `switch`. `total` rows are copied (GroupQueryAttention wants that many); int32 arithmetic, as the GPU
+        target takes it."""
         g, p = self.g, f"/rotary/longrope{suffix}"
         const = lambda name, v: g.constant(f"{p}/{name}", np.array(v, dtype=np.int32))  # noqa: E731
-        (past,) = g.node("Greater", [total, const("switch", switch)], [f"{p}/long"], name=f"{p}/Greater")
+        (last,) = g.node("ReduceMax", [seqlens], [f"{p}/last_position"], name=f"{p}/ReduceMax", keepdims=0)
+        (past,) = g.node("Greater", [last, const("last_short", switch - 1)], [f"{p}/long"], name=f"{p}/Greater")
         (start,) = g.node("Where", [past, const("long_start", self.arch.context_length), const("zero", 0)],
                           [f"{p}/start"], name=f"{p}/Where")
         (end,) = g.node("Add", [start, total], [f"{p}/end"], name=f"{p}/Add")

@@ -274,3 +274,21 @@ def test_new_family_scalars_are_checked(case, field, value):
 
     config = {k: v for k, v in CASES[case][0].items() if k != "no_rope_layers"}
     assert [d.field for d in get_arch({**config, field: value}).declined()] == [field]
+
+
+@pytest.mark.parametrize("scaling,named", [
+    ({"short_factor": [1.0] * 23}, "rope_scaling.short_factor='23 factors': expected 24"),
+    ({"attention_factor": 1.2}, "longrope setting(s) attention_factor not implemented"),
+    ({"long_factor": [0.0] * 24}, "needs long_factor as lists of positive numbers"),
+    ({"type": "yarn", "factor": 2.0}, "rope type 'yarn' is not implemented"),
+])
+def test_phi3_longrope_contract(scaling, named):
+    """longrope is built as transformers' Phi3Config takes it (type, short_factor, long_factor: one factor per
+    rotary frequency; "su" is the old name); anything else is declined by name."""
+    from edgelm.export.arch import get_arch
+
+    base = CASES["phi3-longrope"][0]
+    declined = "; ".join(map(str, get_arch({**base, "rope_scaling": {**base["rope_scaling"], **scaling}}).declined()))
+    assert named in declined, declined
+    su = get_arch({**base, "rope_scaling": {**base["rope_scaling"], "type": "su"}})
+    assert su.declined() == [] and su.rope_switch == 16

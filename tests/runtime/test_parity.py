@@ -121,3 +121,44 @@ def test_quantized_top1_agreement(builds, reference, preset, quant, backend):
     assert agreement >= MIN_TOP1[quant, backend], f"{preset} {quant} {backend}: top-1 agreement {agreement:.3f}"
     # Every quantized package still generates 32 tokens through the same API.
     assert len(list(model.stream_ids(prompt, max_new_tokens=32, ignore_eos=True))) == 32
+
+
+def test_longrope_cache_follows_transformers_past_the_switch(builds, torch_ref, monkeypatch):
+    """tiny-phi3's longrope switches to its long factors past 16 positions: transformers' forward rotates every
+    position with the factors of the sequence's length. The runtime's cache follows (a run that passes the switch
+    re-runs the whole sequence): a cut (cancellable) or reused prefill, and a decode step across the switch, give
+    the greedy tokens of torch's full forward at every step; long-rotated keys are kept only past the switch.
+
+    The reference is the full forward, not transformers' generate: its Phi3 generate (4.57) re-runs the sequence
+    when it first passes the switch but with one cache position for all of it ([16] for 17 tokens), and its next
+    tokens differ from its own full forward's (measured: 416 vs 133 at that step for prompt[:14])."""
+    import threading
+
+    from edgelm.runtime import generate as gen
+
+    monkeypatch.setattr(gen, "PREFILL_CHUNK", 4)
+    model, ref = load(builds.package("tiny-phi3", "fp32", "native")), torch_ref("tiny-phi3")
+    assert model.manifest.rope_switch == 16
+    prompt = [(7 * i + 3) % 500 + 5 for i in range(30)]
+    greedy = model.sampling(temperature=0.0)
+
+    def torch_greedy(ids, n=12):
+        out = []
+        for _ in range(n):
+            out.append(int(ref.logits(ids + out)[-1].argmax()))
+        return out
+
+    def run(ids, n=12, **kw):
+        outcome = gen.Outcome()
+        return list(gen.generate_ids(model.decoder, ids, n, greedy, outcome=outcome, **kw)), outcome.cached_tokens
+
+    cancel = threading.Event()  # never set: the prefill runs in chunks of 4 below the switch
+    for ids in (prompt, prompt[:14], prompt[:9]):  # past the switch at once; crossing it while decoding
+        want = torch_greedy(ids)
+        assert run(ids)[0] == want and run(ids, cancel=cancel)[0] == want
+    run(prompt[:6], n=2)  # 7 positions cached, rotated short
+    assert run(prompt[:12], reuse=True, cancel=cancel) == (torch_greedy(prompt[:12]), 6)
+    # the cache now holds 23 positions rotated long: no prefix for 14 positions, kept for 30
+    assert run(prompt[:14], reuse=True) == (torch_greedy(prompt[:14]), 0)
+    held = model.decoder.tokens[:20]
+    assert run(held + prompt[:10], reuse=True) == (torch_greedy(held + prompt[:10]), 20)

@@ -17,6 +17,7 @@ from edgelm.export import ExportConfig, QuantConfig, export_model
 from edgelm.runtime import load
 from edgelm.runtime.partition import ProviderFallback
 from edgelm.runtime.providers import choose_auto, resolve
+from tests.export.contract_cases import CASES
 
 IDS = list(range(5, 105))  # 100 positions: runs past 32 tokens are what WebGPU got wrong
 # fp32/int4 compute in float32 on both EPs (bounds ~2x measured); fp16 accumulates in fp16 on WebGPU
@@ -99,26 +100,32 @@ def test_bench_rows_and_auto_say_software_adapter(webgpu, gpu_packages):
     assert chosen.spec.name != "webgpu" and "webgpu: only a software adapter here" in chosen.reason
 
 
-@pytest.mark.parametrize("preset", ["tiny-qwen3", "tiny-smollm3", "tiny-granite", "tiny-phi3", "tiny-gemma3"])
+@pytest.mark.parametrize("preset", ["tiny-qwen3", "tiny-smollm3", "tiny-granite", "phi3-all-features", "tiny-gemma3"])
 def test_each_family_runs_whole_on_webgpu(webgpu, builds, tmp_path, preset):
     """Qwen3's per-head q/k norm (Split, Reshape, SimplifiedLayerNormalization), SmolLM3's layers without
     rotary and Granite's multipliers (Mul) stay on WebGPU too. Measured max |logit diff| from the CPU EP over
     100 positions (fp32): 1.2e-5 (Qwen3), 4.7e-5 (SmolLM3), 7.2e-7 (Granite), 1.5e-4 (Phi-3: logits up to
     ~30), 4.8e-6 (Gemma-3, soft-capped logits); bound ~2x the largest."""
     config = ExportConfig(quant="fp32", target="gpu", progress=False, check=False)
-    package = export_model(builds.hf(preset), tmp_path / preset, config) and tmp_path / preset
+    source = builds.case(preset)[0] if preset in CASES else builds.hf(preset)  # Phi-3 without longrope (refused)
+    package = export_model(source, tmp_path / preset, config) and tmp_path / preset
     gpu, cpu = load(package, ep="webgpu"), load(package, ep="cpu")
     assert not gpu.partition.fallback
     diff = np.abs(gpu.decoder.forward(IDS, last_only=False) - cpu.decoder.forward(IDS, last_only=False)).max()
     assert diff < 3e-4
 
 
-def test_attention_soft_capping_is_refused_on_webgpu(webgpu, builds, tmp_path):
+@pytest.mark.parametrize("preset,feature,why", [
+    ("tiny-gemma2", "attention_softcap", "its GroupQueryAttention soft-capping"),
+    ("tiny-phi3", "longrope", "it takes at most 16 tokens a run"),
+])
+def test_features_webgpu_gets_wrong_are_refused(webgpu, builds, tmp_path, preset, feature, why):
     """WebGPU's GroupQueryAttention soft-capping measured 0.082 logits away from the CPU EP's (which matches
-    transformers' eager attention: tests/export/test_contract.py) on tiny-gemma2: such packages are refused
-    there, by name, instead of answering wrongly."""
+    transformers' eager attention: tests/export/test_contract.py) on tiny-gemma2; longrope re-runs a sequence
+    whole when it passes its switch, more tokens than WebGPU takes in a run. Such packages are refused there,
+    by name, instead of answering wrongly."""
     config = ExportConfig(quant="fp32", target="gpu", progress=False, check=False)
-    package = export_model(builds.hf("tiny-gemma2"), tmp_path / "g2", config) and tmp_path / "g2"
-    assert load(package, ep="cpu").manifest.features == ("attention_softcap",)
-    with pytest.raises(ProviderUnavailable, match="webgpu cannot run this package correctly: its GroupQueryAttention"):
+    package = export_model(builds.hf(preset), tmp_path / preset, config) and tmp_path / preset
+    assert load(package, ep="cpu").manifest.features == (feature,)
+    with pytest.raises(ProviderUnavailable, match=f"webgpu cannot run this package correctly: {why}"):
         load(package, ep="webgpu")
