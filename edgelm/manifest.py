@@ -81,8 +81,9 @@ class StaticGraphs:
     `decode_file` `decode_tokens` (edgelm exports one graph serving both). They attend over `context` positions: the first context - N cache slots, fed as
     past (batch, kv_heads, context - N, head_dim), then the N new tokens, whose keys/values are the
     graphs' `present` outputs (batch, kv_heads, N, head_dim) that the runtime writes into its cache.
-    `cos`/`sin` (1, N, head_dim) are rows of `rotary_file` (a .npy of (2, context, head_dim): cos, sin with
-    its first half negated); `mask` (1, 1, N, context) is 0 where a position is visible, else `mask_value`."""
+    `cos`/`sin` (1, N, rotary_dim) are rows of `rotary_file` (a .npy of (2 x sets, context, rotary_dim): per
+    rope set cos, and sin with its first half negated; set j > 0 feeds `cos_j`/`sin_j`: Gemma-3's two rope
+    bases); `mask` (1, 1, N, context) is 0 where a position is visible, else `mask_value`."""
 
     prefill_file: str
     decode_file: str
@@ -111,6 +112,15 @@ class StaticGraphs:
     # the QDQ graphs (prefill_file, decode_file and their weights) ship in the package: they run on other
     # providers (CPU) and recompile where the context binary does not load. False: only the context models
     portable: bool = True
+
+    def rotary_inputs(self, sets: int) -> list[tuple[str, str]]:
+        """The graphs' (cos, sin) input names for `sets` rope sets."""
+        return rotary_names(self.cos, self.sin, sets)
+
+
+def rotary_names(cos: str, sin: str, sets: int) -> list[tuple[str, str]]:
+    """(cos, sin) input names per rope set: the pair itself, then `cos_1`/`sin_1`, ..."""
+    return [(cos, sin) if j == 0 else (f"{cos}_{j}", f"{sin}_{j}") for j in range(sets)]
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,12 @@ class StaticDecoder:
         self.decode_tokens = static.decode_tokens
         self.cancel_step = static.chunk  # a cancellable prefill feeds one graph run at a time
         self.context_length = static.context - static.decode_tokens + 1  # the last run needs context - N past slots
-        self.rotary = _array(folder, static.rotary_file, np.float32, 3)  # (2, context, hd): cos, signed sin
+        # (2 x sets, context, rotary_dim): per rope set cos, signed sin (Gemma-3: one set per rope base)
+        self.rotary = _array(folder, static.rotary_file, np.float32, 3)
+        if len(self.rotary) % 2:
+            raise PackageError(f"{static.rotary_file} holds {len(self.rotary)} tables, not cos/sin pairs; re-export "
+                               "the package")
+        self._rotary_names = static.rotary_inputs(len(self.rotary) // 2)
         # (vocab, hidden): int8 (float32 in the fp32 parity tests of the graphs)
         self.embed_rows = _array(folder, static.embedding_file, (np.int8, np.float32), 2, mmap=True)
         self.embed_scales = _array(folder, static.embedding_scales_file, np.float32, 2)  # (vocab, groups)
@@ -136,7 +141,10 @@ class StaticDecoder:
         mask[..., : min(pos, ctx - n)] = 0.0  # cached tokens: past slots 0..pos-1
         new = np.tril(np.ones((n, n), dtype=bool))  # new token j sees new tokens 0..j
         mask[0, 0, :, ctx - n:][new] = 0.0
-        return {s.cos: self.rotary[0, rows][None], s.sin: self.rotary[1, rows][None], s.mask: mask}
+        feeds = {s.mask: mask}
+        for j, (cos, sin) in enumerate(self._rotary_names):
+            feeds[cos], feeds[sin] = self.rotary[2 * j, rows][None], self.rotary[2 * j + 1, rows][None]
+        return feeds
 
 
 def _array(folder, name: str, dtype, ndim: int, mmap: bool = False) -> np.ndarray:

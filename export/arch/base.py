@@ -202,6 +202,11 @@ class ArchSpec:
     def intermediate_size(self) -> int:
         return int(self.config["intermediate_size"])
 
+    def out_features(self, role: str) -> int:
+        """Output rows of a linear role's weight (the sizes a fused tensor is cut by)."""
+        heads = {"q": self.num_heads, "k": self.num_kv_heads, "v": self.num_kv_heads}
+        return heads[role] * self.head_dim if role in heads else self.intermediate_size
+
     @property
     def rms_norm_eps(self) -> float:
         return float(self.config.get("rms_norm_eps", 1e-6))

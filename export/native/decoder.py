@@ -28,7 +28,7 @@ from edgelm.export.native.activations import ACTIVATIONS
 from edgelm.export.native.graph import GraphBuilder
 from edgelm.export.native.quant import quantize_blockwise
 from edgelm.export.native.rope import rope_switch, rotary_caches
-from edgelm.export.native.weights import SafetensorsReader
+from edgelm.export.native.weights import SafetensorsReader, role_weight
 from edgelm.progress import Progress, as_progress
 from edgelm.export.optimum_backend import OPTIMUM_IO
 from edgelm.export.quantize import resolve_calibration
@@ -306,8 +306,7 @@ class DecoderBuilder:
     def mlp_in(self, h: str, i: int, p: str) -> tuple[str, str]:
         """gate and up projections: one packed linear + Split, or two linears (LinearFormat.pack_mlp)."""
         if not self.fmt.pack_mlp:
-            gate_w, up_w = (np.split(self._w("gate_up", i), 2) if "gate_up" in self.arch.fused else
-                            (self._w("gate", i), self._w("up", i)))
+            gate_w, up_w = (role_weight(self.reader, self.arch, r, i) for r in ("gate", "up"))
             return (self.linear(h, gate_w, f"{p}/mlp/gate_proj", self._maybe("gate_bias", i), mlp=True),
                     self.linear(h, up_w, f"{p}/mlp/up_proj", self._maybe("up_bias", i), mlp=True))
         g, inter = self.g, self.arch.intermediate_size

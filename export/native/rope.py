@@ -74,10 +74,11 @@ def rotary_caches(head_dim: int, positions: int, theta: float, scaling: dict | N
     return np.concatenate([short[0], long[0]]), np.concatenate([short[1], long[1]])
 
 
-def rotary_for_length(head_dim: int, length: int, theta: float, scaling: dict | None):
-    """The caches a forward pass over `length` positions rotates with (longrope: the half for that length)."""
+def rotary_for_length(head_dim: int, positions: int, theta: float, scaling: dict | None, length: int | None = None):
+    """`positions` rows of the caches a forward pass over `length` positions (default: `positions`) rotates
+    with (longrope: the factors for that length)."""
     switch = rope_switch(scaling)
     if switch is None:
-        return _cos_sin(head_dim, length, theta, scaling)
-    key = "long_factor" if length > switch else "short_factor"
-    return _cos_sin(head_dim, length, theta, scaling, scaling[key], longrope_attention_factor(scaling))
+        return _cos_sin(head_dim, positions, theta, scaling)
+    key = "long_factor" if (length or positions) > switch else "short_factor"
+    return _cos_sin(head_dim, positions, theta, scaling, scaling[key], longrope_attention_factor(scaling))

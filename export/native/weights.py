@@ -53,3 +53,14 @@ class SafetensorsReader:
             wide <<= 16  # in place: no second full-size temporary
             return wide.view(np.float32)
         return data if dtype == "F32" else data.astype(np.float32)
+
+
+def role_weight(reader, arch, role: str, layer: int | None = None) -> np.ndarray:
+    """Tensor `role` of `layer`; a role stored inside a fused tensor (Phi-3's q in qkv_proj) is cut from it, its
+    rows at their place in the fused order (ArchSpec.fused, ArchSpec.out_features)."""
+    for fused, parts in arch.fused.items():
+        if role in parts:
+            sizes = [arch.out_features(p) for p in parts]
+            start = sum(sizes[:parts.index(role)])
+            return reader.get(arch.tensor(fused, layer))[start:start + arch.out_features(role)]
+    return reader.get(arch.tensor(role, layer))

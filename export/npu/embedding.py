@@ -17,9 +17,11 @@ ROWS_PER_SLICE = 8192
 GROUP = 64  # values of a row sharing one scale (a hidden size that is not a multiple: one group per row)
 
 
-def write_embedding_table(table: np.ndarray, rows_path: Path, scales_path: Path, exact: bool = False) -> None:
-    """Write `table` (vocab, hidden) as int8 (`rows_path`, .npy) and float32 group scales (`scales_path`,
-    (vocab, hidden / group)); `exact`: float32 rows and unit scales (the fp32 parity tests of the graphs)."""
+def write_embedding_table(table: np.ndarray, rows_path: Path, scales_path: Path, exact: bool = False,
+                          scale: float = 1.0) -> None:
+    """Write `table` (vocab, hidden) times `scale` (the model's embedding scale: Granite's multiplier, Gemma's
+    sqrt(hidden)) as int8 (`rows_path`, .npy) and float32 group scales (`scales_path`, (vocab, hidden / group));
+    `exact`: float32 rows and unit scales (the fp32 parity tests of the graphs)."""
     vocab, hidden = table.shape
     group = GROUP if hidden % GROUP == 0 else hidden
     rows = np.lib.format.open_memmap(rows_path, mode="w+", dtype=np.float32 if exact else np.int8,
@@ -27,6 +29,8 @@ def write_embedding_table(table: np.ndarray, rows_path: Path, scales_path: Path,
     scales = np.ones((vocab, hidden // group), dtype=np.float32)
     for start in range(0, vocab, ROWS_PER_SLICE):
         part = np.asarray(table[start:start + ROWS_PER_SLICE], dtype=np.float32)
+        if scale != 1.0:
+            part = part * np.float32(scale)
         if exact:
             rows[start:start + len(part)] = part
             continue

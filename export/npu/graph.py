@@ -23,6 +23,12 @@ Per layer (plain ops only; no GroupQueryAttention, no finfo.min mask, no positio
     ┌────────────────────────────────────────────────────────────────────────────────────────────┘
     └─ RMSNorm ─ gate MatMul ─ g * Sigmoid(g) ─ * up MatMul ─ down MatMul ─ + ─> next layer
 
+The families' switches (ArchSpec) in plain ops: (1 + w) gains and Granite's residual / logits scalars folded
+into weights, the embedding scale folded into the package's table (pipeline), sandwich norms, q/k RMSNorm per
+head (smoothing then an explicit Mul after it), partial rotary (Slice, rotate, Concat), layers without rotary,
+one cos/sin input pair per rope base (`cos`, `cos_1`, ...: Gemma-3's local layers), tanh soft-capping of
+scores and logits (the 1/cap folded into q and lm_head). Phi-3's fused weights are cut at read.
+
 RMSNorm is one SimplifiedLayerNormalization (QNN's RmsNorm). GQA without repeating K/V: q (1, H, N, hd)
 is viewed as (1, kv, G*N, hd), G = H / kv, so each kv head meets its own G query heads in one MatMul.
 Rotary is `x*cos + concat(x2, x1)*sin` with sin pre-signed (its first half negated), so no Neg. k is
@@ -39,10 +45,10 @@ import numpy as np
 
 from edgelm.export.arch import ArchSpec
 from edgelm.export.native.graph import GraphBuilder
-from edgelm.export.native.weights import SafetensorsReader
+from edgelm.export.native.weights import SafetensorsReader, role_weight
 from edgelm.export.native.activations import ACTIVATIONS
-from edgelm.export.native.rope import rotary_caches
-from edgelm.manifest import GraphIO
+from edgelm.export.native.rope import rotary_for_length
+from edgelm.manifest import GraphIO, rotary_names
 
 STATIC_IO = GraphIO(
     input_ids="input_ids", logits="logits",
@@ -59,12 +65,23 @@ class StaticShape:
     context: int  # CTX: positions attended over (past slots + the new ones)
 
 
-def rotary_table(arch: ArchSpec, context: int) -> np.ndarray:
-    """(2, context, head_dim) float32: cos, and sin with its first half negated (rotate-half folded in)."""
-    cos, sin = rotary_caches(arch.head_dim, context, arch.rope_theta, arch.rope_scaling)
-    full_cos = np.concatenate([cos, cos], axis=-1)
-    signed_sin = np.concatenate([-sin, sin], axis=-1)
-    return np.stack([full_cos, signed_sin]).astype(np.float32)
+def rope_sets(arch: ArchSpec) -> list[tuple[float, dict | None]]:
+    """The distinct (theta, scaling) pairs the rotary layers use, in layer order (Gemma-3: local, then global)."""
+    sets: list = []
+    for i in range(arch.num_layers):
+        if arch.layer_rope(i) and (base := arch.layer_rope_base(i)) not in sets:
+            sets.append(base)
+    return sets or [(arch.rope_theta, arch.rope_scaling)]
+
+
+def rotary_table(arch: ArchSpec, context: int, longest: int | None = None) -> np.ndarray:
+    """(2 x sets, context, rotary_dim) float32: per rope set cos, and sin with its first half negated
+    (rotate-half folded in). `longest`: the longest real sequence (longrope picks its factors by it)."""
+    tables = []
+    for theta, scaling in rope_sets(arch):
+        cos, sin = rotary_for_length(arch.rotary_dim, context, theta, scaling, longest)
+        tables += [np.concatenate([cos, cos], axis=-1), np.concatenate([-sin, sin], axis=-1)]
+    return np.stack(tables).astype(np.float32)
 
 
 class StaticDecoderBuilder:
@@ -89,7 +106,20 @@ class StaticDecoderBuilder:
         return self.const(name, np.array(dims, dtype=np.int64))
 
     def w(self, role: str, layer: int | None = None) -> np.ndarray:
-        return self.reader.get(self.arch.tensor(role, layer))
+        return role_weight(self.reader, self.arch, role, layer)
+
+    def gain(self, role: str, layer: int | None) -> np.ndarray:
+        """An RMSNorm gain as applied: w, or (offset + w) (Gemma)."""
+        w, offset = self.w(role, layer), self.arch.norm_offset
+        return w.astype(np.float32) + np.float32(offset) if offset else w
+
+    def scaled(self, x: str, factor, name: str) -> str:
+        """x * factor (a constant broadcast against x)."""
+        return self.op("Mul", [x, self.const(f"{name}/factor", np.asarray(factor, dtype=np.float32))], name)
+
+    def softcap(self, x: str, cap: float, name: str) -> str:
+        """cap * tanh(x), x already divided by cap (folded into the weights before it)."""
+        return self.scaled(self.op("Tanh", [x], f"{name}/tanh"), cap, f"{name}/cap")
 
     def maybe(self, role: str, layer: int) -> np.ndarray | None:
         """An optional tensor (a bias): read when this config's model has it (ArchSpec.uses), else None."""
@@ -109,7 +139,7 @@ class StaticDecoderBuilder:
         Not decomposed: the residual stream carries massive activations at a few positions (the first
         token's reach the hundreds), so a quantized x*x would need a range where every other row's
         squares round to zero."""
-        w = self.g.weight(f"{name}.weight", self.w(role, layer))
+        w = self.g.weight(f"{name}.weight", self.gain(role, layer))
         return self.op("SimplifiedLayerNormalization", [x, w], name, axis=-1, epsilon=self.arch.rms_norm_eps,
                        stash_type=1)
 
@@ -119,17 +149,24 @@ class StaticDecoderBuilder:
         split = self.op("Reshape", [x, self.shape_const(f"{name}/shape", [1, n, count, hd])], f"{name}/split")
         return self.op("Transpose", [split], f"{name}/heads", perm=[0, 2, 1, 3])
 
-    def rotary(self, x: str, name: str) -> str:
-        """x*cos + concat(x2, x1)*sin for x (1, heads, N, hd); cos/sin (1, N, hd) broadcast over heads."""
-        half = self.arch.head_dim // 2
-        axis = self.shape_const(f"{name}/axis", [-1])
-        first = self.op("Slice", [x, self.shape_const(f"{name}/s0", [0]), self.shape_const(f"{name}/e0", [half]), axis],
-                        f"{name}/x1")
-        second = self.op("Slice", [x, self.shape_const(f"{name}/s1", [half]),
-                                   self.shape_const(f"{name}/e1", [self.arch.head_dim]), axis], f"{name}/x2")
+    def cut(self, x: str, start: int, end: int, name: str) -> str:
+        """x[..., start:end]."""
+        return self.op("Slice", [x, self.shape_const(f"{name}/start", [start]), self.shape_const(f"{name}/end", [end]),
+                                 self.shape_const(f"{name}/axis", [-1])], name)
+
+    def rotary(self, x: str, layer: int, name: str) -> str:
+        """x*cos + concat(x2, x1)*sin on the first rotary_dim dims of x (1, heads, N, hd), the rest passed on
+        (partial rotary); cos/sin (1, N, rotary_dim) of the layer's rope set broadcast over heads."""
+        a = self.arch
+        rot, (cos, sin) = a.rotary_dim, self.layer_rotary[layer]
+        turned = self.cut(x, 0, rot, f"{name}/turned") if a.partial_rotary else x
+        first, second = self.cut(turned, 0, rot // 2, f"{name}/x1"), self.cut(turned, rot // 2, rot, f"{name}/x2")
         swapped = self.op("Concat", [second, first], f"{name}/swap", axis=-1)
-        return self.op("Add", [self.op("Mul", [x, COS], f"{name}/cos"), self.op("Mul", [swapped, SIN], f"{name}/sin")],
-                       f"{name}/sum")
+        out = self.op("Add", [self.op("Mul", [turned, cos], f"{name}/cos"), self.op("Mul", [swapped, sin], f"{name}/sin")],
+                      f"{name}/sum" if not a.partial_rotary else f"{name}/rotated")
+        if not a.partial_rotary:
+            return out
+        return self.op("Concat", [out, self.cut(x, rot, a.head_dim, f"{name}/passed")], f"{name}/sum", axis=-1)
 
     # -- attention ---------------------------------------------------------------------------------
     def attention(self, h: str, i: int, p: str) -> str:
@@ -139,14 +176,32 @@ class StaticDecoderBuilder:
         H, kv, hd = a.num_heads, a.num_kv_heads, a.head_dim
         group = H // kv
         ck = self.smoothing.get(i, np.ones((kv, hd), np.float32))  # (kv, hd)
-        q_scale = np.repeat(ck, group, axis=0).reshape(-1, 1) / math.sqrt(hd)  # 1/sqrt(hd) folded in too
-        q = self.linear(h, *_scaled(self.w("q", i), self.maybe("q_bias", i), q_scale), f"{p}/attn/q_proj")
-        k = self.linear(h, *_scaled(self.w("k", i), self.maybe("k_bias", i), 1 / ck.reshape(-1, 1)), f"{p}/attn/k_proj")
+        scale = a.attention_scale if a.attention_scale is not None else 1 / math.sqrt(hd)
+        cap = a.softcaps.get("attention")
+        # q's factors: K's smoothing, the score scale, 1/cap under soft-capping; folded into q_proj's rows unless
+        # a per-head norm comes after it (then an explicit Mul after the norm)
+        q_factor = np.repeat(ck, group, axis=0) * np.float32(scale / (cap or 1.0))  # (H, hd)
+        k_factor = 1 / ck  # (kv, hd)
+        explicit_q, explicit_k = a.qk_norm, a.qk_norm or not a.layer_rope(i)  # k: KEYS_TENSORS names its last op
+        q_w, q_b = self.w("q", i), self.maybe("q_bias", i)
+        k_w, k_b = self.w("k", i), self.maybe("k_bias", i)
+        q = self.linear(h, *((q_w, q_b) if explicit_q else _scaled(q_w, q_b, q_factor.reshape(-1, 1))),
+                        f"{p}/attn/q_proj")
+        k = self.linear(h, *((k_w, k_b) if explicit_k else _scaled(k_w, k_b, k_factor.reshape(-1, 1))),
+                        f"{p}/attn/k_proj")
         v = self.linear(h, self.w("v", i), self.maybe("v_bias", i), f"{p}/attn/v_proj")
-        # (1, N, H*hd), (1, N, kv*hd), (1, N, kv*hd)
-        q = self.rotary(self.heads(q, H, f"{p}/attn/q"), f"{p}/attn/q_rotary")  # (1, H, N, hd)
-        k = self.rotary(self.heads(k, kv, f"{p}/attn/k"), f"{p}/attn/k_rotary")  # (1, kv, N, hd)
-        v = self.heads(v, kv, f"{p}/attn/v")
+        # (1, N, H*hd), (1, N, kv*hd), (1, N, kv*hd) -> (1, heads, N, hd)
+        q, k, v = self.heads(q, H, f"{p}/attn/q"), self.heads(k, kv, f"{p}/attn/k"), self.heads(v, kv, f"{p}/attn/v")
+        if a.qk_norm:  # RMSNorm over each head's dims, before rotary
+            q = self.rms_norm(q, "q_norm", i, f"{p}/attn/q_norm")
+            k = self.rms_norm(k, "k_norm", i, f"{p}/attn/k_norm")
+        if explicit_q:
+            q = self.scaled(q, q_factor.reshape(1, H, 1, hd), f"{p}/attn/q_smooth")
+        if explicit_k:
+            k = self.scaled(k, k_factor.reshape(1, kv, 1, hd), f"{p}/attn/k_smooth")
+        if a.layer_rope(i):
+            q = self.rotary(q, i, f"{p}/attn/q_rotary")  # (1, H, N, hd)
+            k = self.rotary(k, i, f"{p}/attn/k_rotary")  # (1, kv, N, hd)
         past_k, past_v = (g.input(name, T.FLOAT, [1, kv, ctx - n, hd]) for name in STATIC_IO.past_names(i))
         new_k, new_v = STATIC_IO.present_names(i)
         g.node("Identity", [k], [g.output(new_k, T.FLOAT, [1, kv, n, hd])], name=f"{p}/attn/present_key/Identity")
@@ -161,6 +216,8 @@ class StaticDecoderBuilder:
         scores = self.op("MatMul", [q_grouped, keys_t], f"{p}/attn/scores")  # (1, kv, G*N, CTX)
         per_head = self.op("Reshape", [scores, self.shape_const(f"{p}/attn/head_shape", [1, H, n, ctx])],
                            f"{p}/attn/per_head")
+        if cap:  # Gemma-2: cap * tanh(scores / cap), before the mask
+            per_head = self.softcap(per_head, cap, f"{p}/attn/softcap")
         probs = self.op("Softmax", [self.op("Add", [per_head, MASK], f"{p}/attn/masked")], f"{p}/attn/probs", axis=-1)
         probs = self.op("Reshape", [probs, self.shape_const(f"{p}/attn/probs_shape", [1, kv, group * n, ctx])],
                         f"{p}/attn/probs_grouped")
@@ -170,14 +227,19 @@ class StaticDecoderBuilder:
         ctx_out = self.op("Transpose", [ctx_out], f"{p}/attn/context_t", perm=[0, 2, 1, 3])  # (1, N, H, hd)
         ctx_out = self.op("Reshape", [ctx_out, self.shape_const(f"{p}/attn/merge_shape", [1, n, H * hd])],
                           f"{p}/attn/merged")
-        return self.linear(ctx_out, self.w("o", i), self.maybe("o_bias", i), f"{p}/attn/o_proj")
+        return self.residual_linear(ctx_out, "o", i, f"{p}/attn/o_proj")
+
+    def residual_linear(self, x: str, role: str, i: int, name: str) -> str:
+        """A linear whose output joins the residual stream: Granite's residual multiplier folded into its rows."""
+        r = self.arch.multiplier("residual") or 1.0
+        weight, bias = self.w(role, i), self.maybe(f"{role}_bias", i)
+        return self.linear(x, weight * np.float32(r), None if bias is None else bias * np.float32(r), name)
 
     def mlp(self, h: str, i: int, p: str) -> str:
         gate = self.linear(h, self.w("gate", i), self.maybe("gate_bias", i), f"{p}/mlp/gate_proj")
         up = self.linear(h, self.w("up", i), self.maybe("up_bias", i), f"{p}/mlp/up_proj")
         act = self.activation(gate, f"{p}/mlp/act")
-        return self.linear(self.op("Mul", [act, up], f"{p}/mlp/prod"), self.w("down", i), self.maybe("down_bias", i),
-                           f"{p}/mlp/down_proj")
+        return self.residual_linear(self.op("Mul", [act, up], f"{p}/mlp/prod"), "down", i, f"{p}/mlp/down_proj")
 
     def activation(self, x: str, name: str) -> str:
         """The config's hidden_act in plain ops (see edgelm.export.native.activations)."""
@@ -202,8 +264,12 @@ class StaticDecoderBuilder:
         """Decoder layer i on the residual stream x; returns the new residual (`residual_name(i)`)."""
         p = f"/model/layers.{i}"
         attn = self.attention(self.rms_norm(x, "input_norm", i, f"{p}/input_layernorm"), i, p)
+        if self.arch.sandwich_norms:  # Gemma: the attention and MLP outputs are normed before the residual
+            attn = self.rms_norm(attn, "attn_out_norm", i, f"{p}/attn_out_norm")
         x = self.op("Add", [x, attn], f"{p}/attn_residual")
         down = self.mlp(self.rms_norm(x, "post_norm", i, f"{p}/post_attention_layernorm"), i, p)
+        if self.arch.sandwich_norms:
+            down = self.rms_norm(down, "mlp_out_norm", i, f"{p}/mlp_out_norm")
         return self.op("Add", [x, down], f"{p}/mlp_residual")
 
     def build(self, progress=None, segment: int | str | None = None) -> Path:
@@ -219,9 +285,14 @@ class StaticDecoderBuilder:
         else:
             layers, first = [int(segment)], residual_name(int(segment) - 1) if segment else EMBEDS
         x = g.input(first, T.FLOAT, [1, n, a.hidden_size])
-        if layers:
-            g.input(COS, T.FLOAT, [1, n, a.head_dim])
-            g.input(SIN, T.FLOAT, [1, n, a.head_dim])
+        if layers:  # every rope set's pair in every layer segment: the runs feed them all
+            sets = rope_sets(a)
+            names = rotary_names(COS, SIN, len(sets))
+            for pair in names:
+                for name in pair:
+                    g.input(name, T.FLOAT, [1, n, a.rotary_dim])
+            self.layer_rotary = {i: names[sets.index(a.layer_rope_base(i))] if a.layer_rope(i) else None
+                                 for i in layers}
             g.input(MASK, T.FLOAT, [1, 1, n, ctx])
         for i in layers:
             x = self.layer(x, i)
@@ -231,7 +302,13 @@ class StaticDecoderBuilder:
             g.output(x, T.FLOAT, [1, n, a.hidden_size])
             return g.save()
         normed = self.rms_norm(x, "final_norm", None, "/model/norm")
-        logits = self.linear(normed, self.w("embed" if a.tied_embeddings else "lm_head"), None, "/lm_head")
+        cap = a.softcaps.get("logits")
+        divisor = (a.multiplier("logits") or 1.0) * (cap or 1.0)  # Granite's logits scaling, 1/cap: folded in
+        head = self.w("embed" if a.tied_embeddings else "lm_head")
+        logits = self.linear(normed, head / np.float32(divisor) if divisor != 1.0 else head, None, "/lm_head")
+        del head
+        if cap:
+            logits = self.softcap(logits, cap, "/lm_head/softcap")
         g.node("Identity", [logits], [g.output(STATIC_IO.logits, T.FLOAT, [1, n, a.vocab_size])],
                name="/lm_head/Identity")
         return g.save()
@@ -247,25 +324,32 @@ def _scaled(weight: np.ndarray, bias: np.ndarray | None, rows: np.ndarray) -> tu
     return weight * rows, None if bias is None else bias * rows[:, 0]
 
 
-KEYS_TENSOR = "/attn/k_rotary/sum/out"  # (1, kv, N, hd): keys as cached
+# (1, kv, N, hd): keys as cached: after rotary, or (layers without rotary) after K's smoothing Mul
+KEYS_TENSORS = ("/attn/k_rotary/sum/out", "/attn/k_smooth/out")
 # Tensors the HTP reads at 8 bits (the second input of an activation x activation MatMul, and what feeds
 # it): their ranges are not widened, every step of 256 counts.
-EIGHT_BIT_SIDE = (KEYS_TENSOR, "/attn/keys/out", "/attn/keys_t/out", "/attn/v/heads/out", "/attn/values/out",
+EIGHT_BIT_SIDE = (*KEYS_TENSORS, "/attn/keys/out", "/attn/keys_t/out", "/attn/v/heads/out", "/attn/values/out",
                   ".key", ".value")
+
+
+def keys_tensor(arch: ArchSpec, layer: int) -> str:
+    return f"/model/layers.{layer}{KEYS_TENSORS[0 if arch.layer_rope(layer) else 1]}"
 
 
 def smoothing_factors(channel_max: dict[str, np.ndarray], arch: ArchSpec, alpha: float, layers=None) -> dict:
     """Per layer ck (kv, hd): K's channels are divided by it so that every channel of every head spans about
     the same range (K is the HTP's 8-bit MatMul side); q's channels are multiplied by it, so q.k, and the
     model, are unchanged. Both land on output channels of q_proj/k_proj, which per-channel weights absorb
-    exactly. A rotary pair (d, d + hd/2) shares one factor, so rotary still commutes. (V is not smoothed:
+    exactly. A rotary pair (d, d + rotary_dim/2) shares one factor, so rotary still commutes; dims past the
+    rotary ones (partial rotary) and layers without rotary have one factor a channel. (V is not smoothed:
     its factors would land on o_proj's input rows, which per-output-channel weights cannot absorb;
     measured on SmolLM2 it did not help.)"""
-    half = arch.head_dim // 2
     out = {}
     for i in range(arch.num_layers) if layers is None else layers:
-        k = channel_max[f"/model/layers.{i}{KEYS_TENSOR}"]
-        out[i] = _flatten(np.tile(np.maximum(k[:, :half], k[:, half:]), 2), alpha)
+        k = channel_max[keys_tensor(arch, i)]
+        rot = arch.rotary_dim if arch.layer_rope(i) else 0
+        pair = np.maximum(k[:, :rot // 2], k[:, rot // 2:rot])
+        out[i] = _flatten(np.concatenate([pair, pair, k[:, rot:]], axis=1), alpha)
     return out
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from edgelm.errors import QuantizationError
 from edgelm.export.npu.calibrate import RangeRecorder, range_overrides, with_all_outputs
-from edgelm.export.npu.graph import (EIGHT_BIT_SIDE, EMBEDS, KEYS_TENSOR, STATIC_IO, StaticShape, build_static,
+from edgelm.export.npu.graph import (EIGHT_BIT_SIDE, EMBEDS, KEYS_TENSORS, STATIC_IO, StaticShape, build_static,
                                      residual_name, smoothing_factors)
 from edgelm.export.npu.lpbq import apply_lpbq
 from edgelm.export.npu.qdq import QdqScheme, producers, quantize_graph
@@ -72,7 +72,7 @@ class Segments:
         if self.npu.smooth_keys:  # K's channel ranges from an unsmoothed build of this layer
             plain = self._build(i, None, "plain")
             channel_max: dict[str, np.ndarray] = {}
-            self._run(plain, i, {}, channel_max, (KEYS_TENSOR,))
+            self._run(plain, i, {}, channel_max, KEYS_TENSORS)
             smoothing = smoothing_factors(channel_max, self.arch, self.npu.smooth_keys, layers=[i])
             _remove(plain)
         fp32 = self._build(i, smoothing, "fp32")

@@ -27,7 +27,7 @@ import numpy as np
 from edgelm.errors import ExportError, ProviderUnavailable
 from edgelm.export.calibration import calibration_windows
 from edgelm.export.config import NpuConfig
-from edgelm.export.npu.graph import STATIC_IO, StaticShape, rotary_table
+from edgelm.export.npu.graph import MASKED, STATIC_IO, StaticShape, rotary_table
 from edgelm.export.npu.layerwise import Segments, schedule, stitch
 from edgelm.export.native.weights import SafetensorsReader
 from edgelm.export.npu.embedding import write_embedding_table
@@ -71,15 +71,21 @@ def export_npu_qnn(source, stage: Path, npu: NpuConfig, progress: bool | Progres
     if window and npu.context > window:  # the static graphs attend over everything
         raise ExportError(f"--context {npu.context} exceeds the model's attention window {window}; "
                           f"export with --context {window} or less")
+    switch = arch.rope_switch
+    if switch is not None and npu.context > switch:  # the table holds one factor set: the short one
+        raise ExportError(f"--context {npu.context} passes the length where longrope switches to its long factors "
+                          f"({switch}); the NPU graph rotates with the short ones: export with --context {switch} "
+                          "or less")
     work = stage / ".work"
     work.mkdir()
     bars = as_progress(progress).stage
     graph_context = npu.context + npu.chunk - 1  # the last run's N - 1 padded rows sit past --context
-    static = StaticGraphs(GRAPH_FILE, GRAPH_FILE, npu.chunk, graph_context, ROTARY_FILE, decode_tokens=npu.chunk)
+    static = StaticGraphs(GRAPH_FILE, GRAPH_FILE, npu.chunk, graph_context, ROTARY_FILE, decode_tokens=npu.chunk,
+                          mask_value=mask_value(arch))
     manifest = SimpleNamespace(static=static, kv_cache=arch.kv_cache(), io=STATIC_IO)
-    np.save(stage / ROTARY_FILE, rotary_table(arch, graph_context))
+    np.save(stage / ROTARY_FILE, rotary_table(arch, graph_context, longest=npu.context))
     write_embedding_table(SafetensorsReader(source.path).get(arch.tensor("embed")), stage / static.embedding_file,
-                          stage / static.embedding_scales_file)
+                          stage / static.embedding_scales_file, scale=arch.embedding_scale or 1.0)
     length = max(2, min(npu.context - npu.calibration_decode, 2 * npu.chunk + npu.chunk // 2))
     # windows of the prompt part plus the decode steps, fed teacher-forced (see layerwise)
     windows = calibration_windows(source, npu.calibration_samples, length + npu.calibration_decode)
@@ -122,10 +128,20 @@ def export_npu_qnn(source, stage: Path, npu: NpuConfig, progress: bool | Progres
     return static, quant
 
 
+def mask_value(arch) -> float:
+    """What the mask adds to a hidden position: MASKED, and twice the cap below it where soft-capped scores
+    (within +-cap) come before the mask, so a hidden one stays far under every visible one."""
+    return MASKED - 2 * arch.softcaps.get("attention", 0.0)
+
+
 def _awq_reader(source, npu: NpuConfig, scheme: QdqScheme):
     """The CPU int4 path's activation-aware scaling (edgelm.export.native.awq), for LPBQ weights; None when
     the weights are not LPBQ or --calibration none."""
     if not scheme.lpbq or npu.calibration == "none":
+        return None
+    if not source.arch.awq_supported:  # fused weights, or a forward the awq search does not model
+        if npu.calibration == "awq":
+            raise ExportError(f"--calibration awq is not built for {source.arch.name}; export with --calibration none")
         return None
     from edgelm.export.native.awq import awq_reader
     from edgelm.export.native.decoder import LinearFormat

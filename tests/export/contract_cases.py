@@ -76,6 +76,15 @@ CASES = {
 }
 
 
+# The windowed and longrope cases as the NPU tests take them: the static graph attends over its whole context
+# (64 positions there) and rotates with longrope's short factors, so an export whose context passes a window or
+# the switch is declined; these widen both to 64.
+NPU_CASES = {f"{name}-npu": ({**CASES[name][0], **widen}, False) for name, widen in (
+    ("qwen3-all-features", {"sliding_window": 64}), ("smollm3-all-features", {"sliding_window": 64}),
+    ("gemma3-all-features", {"sliding_window": 64}), ("gemma2-all-features", {"sliding_window": 64}),
+    ("phi3-all-features", {"sliding_window": 64}), ("phi3-longrope", {"original_max_position_embeddings": 64}))}
+
+
 def to_tf5_layout(folder) -> None:
     """Rewrite config.json as transformers >= 5 saves it: rope_theta/rope_scaling -> rope_parameters."""
     path = folder / "config.json"
@@ -90,7 +99,7 @@ def build_case(case: str, base: Path) -> tuple[Path, Path]:
     """(the folder to export, the 4.x-layout folder transformers 4.x reads as the reference)."""
     from edgelm.export.synthetic import build_random
 
-    config, tf5 = CASES[case]
+    config, tf5 = {**CASES, **NPU_CASES}[case]
     ref = build_random(config, base / f"{case}-ref", seed=1)
     if not tf5:
         return ref, ref

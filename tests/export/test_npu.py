@@ -13,6 +13,7 @@ from edgelm.export.arch import get_arch
 from edgelm.export.native.weights import SafetensorsReader
 from edgelm.export.npu.embedding import write_embedding_table
 from edgelm.export.npu.graph import STATIC_IO, StaticShape, build_static, rotary_table
+from edgelm.export.npu.pipeline import mask_value
 from edgelm.export.source import open_source
 from edgelm.manifest import Manifest, StaticGraphs, sha256_file
 from edgelm.runtime import load
@@ -21,7 +22,7 @@ from edgelm.runtime.providers import resolve
 from edgelm.runtime.session import create_session
 from edgelm.runtime.static import StaticDecoder
 from tests.conftest import run_cli
-from tests.export.contract_cases import CASES
+from tests.export.contract_cases import CASES, NPU_CASES
 
 NPU_PRESETS = ["tiny-qwen2", "tiny-llama"]
 
@@ -34,9 +35,9 @@ def _fp32_pair(hf, folder, context=64, chunk=16):
     for role, n in (("prefill", chunk), ("decode", 1)):
         build_static(src.arch, src.path, folder, f"{role}.onnx", StaticShape(n, context))
     np.save(folder / "rotary.npy", rotary_table(src.arch, context))
-    static = StaticGraphs("prefill.onnx", "decode.onnx", chunk, context, "rotary.npy")
+    static = StaticGraphs("prefill.onnx", "decode.onnx", chunk, context, "rotary.npy", mask_value=mask_value(src.arch))
     write_embedding_table(SafetensorsReader(src.path).get(src.arch.tensor("embed")), folder / static.embedding_file,
-                          folder / static.embedding_scales_file, exact=True)
+                          folder / static.embedding_scales_file, exact=True, scale=src.arch.embedding_scale or 1.0)
     manifest = SimpleNamespace(static=static, kv_cache=src.arch.kv_cache(), io=STATIC_IO)
     cpu = resolve("cpu")
     sessions = {role: create_session(folder / f"{role}.onnx", cpu) for role in ("prefill", "decode")}
@@ -44,10 +45,14 @@ def _fp32_pair(hf, folder, context=64, chunk=16):
 
 
 @pytest.mark.parametrize("preset", ["tiny-qwen2", "tiny-llama", "tiny-mistral", "llama-all-features",
-                                    "llama-linear-rope-gelu"])
+                                    "llama-linear-rope-gelu", "qwen3-all-features-npu", "smollm3-all-features-npu",
+                                    "granite-all-features", "phi3-all-features-npu", "phi3-longrope-npu",
+                                    "gemma3-all-features-npu", "gemma2-all-features-npu"])
 def test_static_fp32_graphs_match_pytorch(builds, torch_ref, tmp_path, preset):
-    """The static pair, also with every optional feature on (biases, gelu / gelu-tanh, llama3 / linear rope)."""
-    if preset in CASES:
+    """The static pair, also with every optional feature of every family on (biases, gelu / gelu-tanh, llama3 /
+    linear rope; q/k norm, layers without rotary, Granite's scalars, fused weights, partial rotary, longrope's
+    short factors, Gemma's norms, two rope bases and soft-capping)."""
+    if preset in CASES or preset in NPU_CASES:
         src, ref = builds.case(preset)
         torch_ref = {preset: TorchReference(ref)}.get
     else:
