@@ -79,6 +79,8 @@ def _package_pass(stage: Path, ep: str = "cpu", sequences: list[list[int]] | Non
     if sequences is None:
         sequences = list(texts.windows)
         for prompt in texts.prompts:
+            if len(prompt) >= model.decoder.context_length:  # a small NPU context: half of it for the prompt
+                prompt = prompt[:max(1, model.decoder.context_length // 2)]
             n = max(1, min(GREEDY, model.decoder.context_length - len(prompt)))
             cont = list(model.stream_ids(prompt, max_new_tokens=n, ignore_eos=True, temperature=0.0))
             sequences.append(prompt + cont)

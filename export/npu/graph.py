@@ -25,7 +25,7 @@ Per layer (plain ops only; no GroupQueryAttention, no finfo.min mask, no positio
 
 The families' switches (ArchSpec) in plain ops: (1 + w) gains and Granite's residual / logits scalars folded
 into weights, the embedding scale folded into the package's table (pipeline), sandwich norms, q/k RMSNorm per
-head (smoothing then an explicit Mul after it), partial rotary (Slice, rotate, Concat), layers without rotary,
+head (smoothing and the score scale in its gains), partial rotary (Slice, rotate, Concat), layers without rotary,
 one cos/sin input pair per rope base (`cos`, `cos_1`, ...: Gemma-3's local layers), tanh soft-capping of
 scores and logits (the 1/cap folded into q and lm_head). Phi-3's fused weights are cut at read.
 
@@ -113,13 +113,10 @@ class StaticDecoderBuilder:
         w, offset = self.w(role, layer), self.arch.norm_offset
         return w.astype(np.float32) + np.float32(offset) if offset else w
 
-    def scaled(self, x: str, factor, name: str) -> str:
-        """x * factor (a constant broadcast against x)."""
-        return self.op("Mul", [x, self.const(f"{name}/factor", np.asarray(factor, dtype=np.float32))], name)
-
     def softcap(self, x: str, cap: float, name: str) -> str:
         """cap * tanh(x), x already divided by cap (folded into the weights before it)."""
-        return self.scaled(self.op("Tanh", [x], f"{name}/tanh"), cap, f"{name}/cap")
+        tanh = self.op("Tanh", [x], f"{name}/tanh")
+        return self.op("Mul", [tanh, self.const(f"{name}/cap/factor", np.float32(cap))], f"{name}/cap")
 
     def maybe(self, role: str, layer: int) -> np.ndarray | None:
         """An optional tensor (a bias): read when this config's model has it (ArchSpec.uses), else None."""
@@ -133,13 +130,14 @@ class StaticDecoderBuilder:
             y = self.op("Add", [y, self.g.weight(f"{name}.bias", bias)], f"{name}/bias")
         return y
 
-    def rms_norm(self, x: str, role: str, layer: int | None, name: str) -> str:
+    def rms_norm(self, x: str, role: str, layer: int | None, name: str, factor: np.ndarray | None = None) -> str:
         """x / sqrt(mean(x^2) + eps) * weight as one SimplifiedLayerNormalization (QNN's RmsNorm).
 
         Not decomposed: the residual stream carries massive activations at a few positions (the first
         token's reach the hundreds), so a quantized x*x would need a range where every other row's
         squares round to zero."""
-        w = self.g.weight(f"{name}.weight", self.gain(role, layer))
+        gain = self.gain(role, layer)
+        w = self.g.weight(f"{name}.weight", gain if factor is None else gain * factor)  # factor: see attention
         return self.op("SimplifiedLayerNormalization", [x, w], name, axis=-1, epsilon=self.arch.rms_norm_eps,
                        stash_type=1)
 
@@ -178,27 +176,24 @@ class StaticDecoderBuilder:
         ck = self.smoothing.get(i, np.ones((kv, hd), np.float32))  # (kv, hd)
         scale = a.attention_scale if a.attention_scale is not None else 1 / math.sqrt(hd)
         cap = a.softcaps.get("attention")
-        # q's factors: K's smoothing, the score scale, 1/cap under soft-capping; folded into q_proj's rows unless
-        # a per-head norm comes after it (then an explicit Mul after the norm)
+        # q's factors: K's smoothing, the score scale, 1/cap under soft-capping; k's: 1/K's smoothing. Folded into
+        # q_proj's / k_proj's rows, or with a per-head norm after them into its gain (smoothing is then one factor a
+        # channel for all heads: see smoothing_factors). Never a Mul by a constant: the HTP would take the factors
+        # at 8 bits per tensor, and they span 1e-2..1e2.
         q_factor = np.repeat(ck, group, axis=0) * np.float32(scale / (cap or 1.0))  # (H, hd)
         k_factor = 1 / ck  # (kv, hd)
-        explicit_q, explicit_k = a.qk_norm, a.qk_norm or not a.layer_rope(i)  # k: KEYS_TENSORS names its last op
         q_w, q_b = self.w("q", i), self.maybe("q_bias", i)
         k_w, k_b = self.w("k", i), self.maybe("k_bias", i)
-        q = self.linear(h, *((q_w, q_b) if explicit_q else _scaled(q_w, q_b, q_factor.reshape(-1, 1))),
-                        f"{p}/attn/q_proj")
-        k = self.linear(h, *((k_w, k_b) if explicit_k else _scaled(k_w, k_b, k_factor.reshape(-1, 1))),
-                        f"{p}/attn/k_proj")
+        if not a.qk_norm:
+            (q_w, q_b), (k_w, k_b) = _scaled(q_w, q_b, q_factor.reshape(-1, 1)), _scaled(k_w, k_b, k_factor.reshape(-1, 1))
+        q = self.linear(h, q_w, q_b, f"{p}/attn/q_proj")
+        k = self.linear(h, k_w, k_b, f"{p}/attn/k_proj")
         v = self.linear(h, self.w("v", i), self.maybe("v_bias", i), f"{p}/attn/v_proj")
         # (1, N, H*hd), (1, N, kv*hd), (1, N, kv*hd) -> (1, heads, N, hd)
         q, k, v = self.heads(q, H, f"{p}/attn/q"), self.heads(k, kv, f"{p}/attn/k"), self.heads(v, kv, f"{p}/attn/v")
         if a.qk_norm:  # RMSNorm over each head's dims, before rotary
-            q = self.rms_norm(q, "q_norm", i, f"{p}/attn/q_norm")
-            k = self.rms_norm(k, "k_norm", i, f"{p}/attn/k_norm")
-        if explicit_q:
-            q = self.scaled(q, q_factor.reshape(1, H, 1, hd), f"{p}/attn/q_smooth")
-        if explicit_k:
-            k = self.scaled(k, k_factor.reshape(1, kv, 1, hd), f"{p}/attn/k_smooth")
+            q = self.rms_norm(q, "q_norm", i, f"{p}/attn/q_norm", factor=q_factor[0])
+            k = self.rms_norm(k, "k_norm", i, f"{p}/attn/k_norm", factor=k_factor[0])
         if a.layer_rope(i):
             q = self.rotary(q, i, f"{p}/attn/q_rotary")  # (1, H, N, hd)
             k = self.rotary(k, i, f"{p}/attn/k_rotary")  # (1, kv, N, hd)
@@ -324,8 +319,8 @@ def _scaled(weight: np.ndarray, bias: np.ndarray | None, rows: np.ndarray) -> tu
     return weight * rows, None if bias is None else bias * rows[:, 0]
 
 
-# (1, kv, N, hd): keys as cached: after rotary, or (layers without rotary) after K's smoothing Mul
-KEYS_TENSORS = ("/attn/k_rotary/sum/out", "/attn/k_smooth/out")
+# (1, kv, N, hd): keys as cached: after rotary; in layers without rotary after the k norm, or as projected
+KEYS_TENSORS = ("/attn/k_rotary/sum/out", "/attn/k_norm/out", "/attn/k/heads/out")
 # Tensors the HTP reads at 8 bits (the second input of an activation x activation MatMul, and what feeds
 # it): their ranges are not widened, every step of 256 counts.
 EIGHT_BIT_SIDE = (*KEYS_TENSORS, "/attn/keys/out", "/attn/keys_t/out", "/attn/v/heads/out", "/attn/values/out",
@@ -333,15 +328,16 @@ EIGHT_BIT_SIDE = (*KEYS_TENSORS, "/attn/keys/out", "/attn/keys_t/out", "/attn/v/
 
 
 def keys_tensor(arch: ArchSpec, layer: int) -> str:
-    return f"/model/layers.{layer}{KEYS_TENSORS[0 if arch.layer_rope(layer) else 1]}"
+    return f"/model/layers.{layer}{KEYS_TENSORS[0 if arch.layer_rope(layer) else 1 if arch.qk_norm else 2]}"
 
 
 def smoothing_factors(channel_max: dict[str, np.ndarray], arch: ArchSpec, alpha: float, layers=None) -> dict:
     """Per layer ck (kv, hd): K's channels are divided by it so that every channel of every head spans about
     the same range (K is the HTP's 8-bit MatMul side); q's channels are multiplied by it, so q.k, and the
     model, are unchanged. Both land on output channels of q_proj/k_proj, which per-channel weights absorb
-    exactly. A rotary pair (d, d + rotary_dim/2) shares one factor, so rotary still commutes; dims past the
-    rotary ones (partial rotary) and layers without rotary have one factor a channel. (V is not smoothed:
+    exactly (with q/k norms: their gains, so all heads share the factors). A rotary pair (d, d + rotary_dim/2)
+    shares one factor, so rotary still commutes; dims past the rotary ones (partial rotary) and layers without
+    rotary have one factor a channel. (V is not smoothed:
     its factors would land on o_proj's input rows, which per-output-channel weights cannot absorb;
     measured on SmolLM2 it did not help.)"""
     out = {}
@@ -349,7 +345,10 @@ def smoothing_factors(channel_max: dict[str, np.ndarray], arch: ArchSpec, alpha:
         k = channel_max[keys_tensor(arch, i)]
         rot = arch.rotary_dim if arch.layer_rope(i) else 0
         pair = np.maximum(k[:, :rot // 2], k[:, rot // 2:rot])
-        out[i] = _flatten(np.concatenate([pair, pair, k[:, rot:]], axis=1), alpha)
+        m = np.concatenate([pair, pair, k[:, rot:]], axis=1)
+        if arch.qk_norm:  # folded into the k norm's gain, which every head shares: one factor a channel
+            m = np.repeat(m.max(axis=0, keepdims=True), len(m), axis=0)
+        out[i] = _flatten(m, alpha)
     return out
 
 

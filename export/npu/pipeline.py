@@ -86,9 +86,10 @@ def export_npu_qnn(source, stage: Path, npu: NpuConfig, progress: bool | Progres
     np.save(stage / ROTARY_FILE, rotary_table(arch, graph_context, longest=npu.context))
     write_embedding_table(SafetensorsReader(source.path).get(arch.tensor("embed")), stage / static.embedding_file,
                           stage / static.embedding_scales_file, scale=arch.embedding_scale or 1.0)
-    length = max(2, min(npu.context - npu.calibration_decode, 2 * npu.chunk + npu.chunk // 2))
+    decode = min(npu.calibration_decode, npu.context // 2)  # a window fits the context (a small one too)
+    length = max(2, min(npu.context - decode, 2 * npu.chunk + npu.chunk // 2))
     # windows of the prompt part plus the decode steps, fed teacher-forced (see layerwise)
-    windows = calibration_windows(source, npu.calibration_samples, length + npu.calibration_decode)
+    windows = calibration_windows(source, npu.calibration_samples, length + decode)
 
     from edgelm.runtime.static import StaticDecoder
 

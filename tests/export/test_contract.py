@@ -229,13 +229,19 @@ def test_spec_declines_what_it_does_not_implement(extra, named):
                          "model_type": get_arch(config).model_type}).declined()
 
 
-def test_the_npu_target_declines_builder_features_it_does_not_build(builds, tmp_path):
-    """Qwen3's q/k norm is built for cpu/gpu, not yet for the static NPU graph: refused at once, by name."""
+@pytest.mark.parametrize("preset,context,named", [
+    ("tiny-phi3", 32, "--context 32 passes the length where longrope switches to its long factors \\(16\\)"),
+    ("tiny-gemma3", 32, "--context 32 exceeds the model's attention window 16"),
+])
+def test_the_npu_target_declines_a_context_its_static_graph_would_compute_wrongly(builds, tmp_path, preset, context,
+                                                                                   named):
+    """The static graph attends over its whole context and rotates with longrope's short factors: a context past
+    a window or past longrope's switch is refused at once, by name, and nothing is written."""
     from edgelm.export.config import NpuConfig
 
-    config = ExportConfig(target="npu-qnn", npu=NpuConfig(context=64, chunk=16), progress=False)
-    with pytest.raises(ExportError, match=r"npu-qnn does not build qk_norm \(the RMSNorm over each head"):
-        export_model(builds.hf("tiny-qwen3"), tmp_path / "npu", config)
+    config = ExportConfig(target="npu-qnn", npu=NpuConfig(context=context, chunk=8), progress=False)
+    with pytest.raises(ExportError, match=named):
+        export_model(builds.hf(preset), tmp_path / "npu", config)
     assert not (tmp_path / "npu").exists()
 
 
