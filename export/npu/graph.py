@@ -185,7 +185,8 @@ class StaticDecoderBuilder:
         q_w, q_b = self.w("q", i), self.maybe("q_bias", i)
         k_w, k_b = self.w("k", i), self.maybe("k_bias", i)
         if not a.qk_norm:
-            (q_w, q_b), (k_w, k_b) = _scaled(q_w, q_b, q_factor.reshape(-1, 1)), _scaled(k_w, k_b, k_factor.reshape(-1, 1))
+            q_w, q_b = _scaled(q_w, q_b, q_factor.reshape(-1, 1))
+            k_w, k_b = _scaled(k_w, k_b, k_factor.reshape(-1, 1))
         q = self.linear(h, q_w, q_b, f"{p}/attn/q_proj")
         k = self.linear(h, k_w, k_b, f"{p}/attn/k_proj")
         v = self.linear(h, self.w("v", i), self.maybe("v_bias", i), f"{p}/attn/v_proj")
