@@ -29,6 +29,8 @@ COLUMNS: tuple[tuple[str, Callable[[BenchRow], str]], ...] = (
     ("decode ms/tok p50 / p90", lambda r: f"{r.decode_ms_per_token.median:.2f} / {r.decode_ms_p90:.2f}"),
     ("decode tok/s", lambda r: f"{r.decode_tps.mean:.1f} ± {r.decode_tps.std:.1f}"),
     ("GB/s", lambda r: _opt(r.bandwidth_gbs, ".2f")),
+    ("% roofline", lambda r: f"{r.bandwidth_gbs / r.roofline_gbs:.0%} of {r.roofline_gbs:.1f}"
+     if r.bandwidth_gbs and r.roofline_gbs else ""),
     ("peak RSS MiB", lambda r: f"{r.peak_rss_mib:.0f}"),
     ("KV MiB", lambda r: _opt(r.kv_cache_mib, ".1f")),
     ("size MiB", lambda r: _opt(r.package_mib, ".1f")),

@@ -12,7 +12,7 @@ import itertools
 import json
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -75,11 +75,29 @@ def run_bench(
     result = BenchResult()
     todo = jobs([str(p) for p in packages], config)
     progress = as_progress(progress)
+    roofline: dict[int, float] = {}  # threads -> GB/s, measured once a run
     for package, ep, threads, pp, tg in todo:
+        count = threads or physical_cores()
+        if count not in roofline:
+            roofline[count] = _read_bandwidth(count, progress)
         # a peer without a target of its own (optimum) runs the package's graph
         engines = [("edgelm", package)] + [(e, t or package) for e, t in (peers or {}).items()]
-        result.rows += _run_job(engines, ep, threads, pp, tg, config, result.notes, progress)
+        rows = _run_job(engines, ep, threads, pp, tg, config, result.notes, progress)
+        result.rows += [replace(r, roofline_gbs=roofline[count]) for r in rows]
     return result
+
+
+def _read_bandwidth(threads: int, progress: Progress) -> float:
+    """The machine's memory read bandwidth with `threads` threads, in a worker process like the engines'."""
+    with progress.stage(f"measure memory read bandwidth ({threads} threads, 1 GiB) in a worker process"):
+        worker = Worker("bandwidth", "")
+        try:
+            reply = worker.ask(cmd="bandwidth", threads=threads)
+        finally:
+            worker.close()
+    if "error" in reply:
+        raise BenchError(f"measuring the memory bandwidth failed: {reply['error']}")
+    return reply["gbs"]
 
 
 def _run_job(engines, ep, threads, pp, tg, config: BenchConfig, notes: list[str], progress: Progress

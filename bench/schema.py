@@ -60,6 +60,8 @@ class BenchRow:
     kv_cache_mib: float | None = None  # at pp + tg tokens
     weight_mib_per_token: float | None = None  # constant bytes one decode step reads
     bandwidth_gbs: float | None = None  # weight bytes per token / median decode time
+    # this machine's memory read bandwidth at `threads` (system.read_bandwidth, once a run): the decode roofline
+    roofline_gbs: float | None = None
     ep_node_share: float | None = None  # fraction of graph nodes the provider runs (the rest: CPU)
     perplexity: float | None = None
     agreement: float | None = None

@@ -86,3 +86,34 @@ def current_rss_bytes() -> int:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
         return peak_rss_bytes()
+
+
+def read_bandwidth(threads: int, mib: int = 1024, reps: int = 5) -> float:
+    """GB/s of this machine's memory reads with `threads` threads, through onnxruntime's own kernels: a ReduceMax
+    over every row of a `mib` MiB float32 buffer (rows split among the intra-op threads), best of `reps` runs
+    after one warm-up. A decode step is mostly a read of the weights: this is the roofline it is held against."""
+    import time
+
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    rows = 4096
+    cols = mib * (1 << 20) // 4 // rows
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    node = helper.make_node("ReduceMax", ["x", "axes"], ["y"], keepdims=0)
+    graph = helper.make_graph([node], "read", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, cols])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows])], [axes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((rows, cols), dtype=np.float32)
+    feed = {"x": ort.OrtValue.ortvalue_from_numpy(x)}  # the buffer itself: no copy per run
+    best = float("inf")
+    for i in range(reps + 1):
+        start = time.perf_counter()
+        session.run_with_ort_values(["y"], feed)
+        if i:
+            best = min(best, time.perf_counter() - start)
+    return x.nbytes / best / 1e9

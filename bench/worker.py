@@ -2,6 +2,7 @@
 
 Commands: {"cmd": "load", "engine", "target", "ep", "threads", "strict", "provider_options"} -> {"load_s", "info", "vocab"};
 {"cmd": "round", "prompt": [...], "tg": N} -> {"prefill_s", "steps_s", "rss"};
+{"cmd": "bandwidth", "threads"} -> {"gbs"} (the memory read roofline, see system.read_bandwidth);
 {"cmd": "finish"} -> {"peak_rss"}. A failure answers {"error": message, "skip": bool}.
 
 One process per engine and configuration keeps load time and peak memory honest: nothing another engine
@@ -50,6 +51,10 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> None:
                 reply = {"load_s": time.perf_counter() - start, "info": engine.info(), "vocab": engine.vocab_size()}
             elif msg["cmd"] == "round":
                 reply = one_round(engine, msg["prompt"], msg["tg"])
+            elif msg["cmd"] == "bandwidth":
+                from edgelm.bench.system import read_bandwidth
+
+                reply = {"gbs": read_bandwidth(msg["threads"])}
             elif msg["cmd"] == "finish":
                 reply = {"peak_rss": peak_rss_bytes()}
             else:

@@ -61,8 +61,9 @@ def write_tokenizer(folder: Path, vocab_size: int) -> dict[str, int]:
     return {name: tokenizer.token_to_id(name) for name in SPECIAL_TOKENS}
 
 
-def build_synthetic(name: str, folder: str | Path, seed: int = 0) -> Path:
-    """Save preset `name` with random weights (seeded) and an offline tokenizer as an HF folder."""
+def build_synthetic(name: str, folder: str | Path, seed: int = 0, dtype: str = "float32") -> Path:
+    """Save preset `name` with random weights (seeded) and an offline tokenizer as an HF folder; `dtype`:
+    the saved weights' type ("bfloat16" halves the folder, as published checkpoints are stored)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -73,11 +74,13 @@ def build_synthetic(name: str, folder: str | Path, seed: int = 0) -> Path:
     eot, _, im_end = (ids[t] for t in SPECIAL_TOKENS)
     fields = {k: v for k, v in preset.config.items() if k != "model_type"}
     fields.update(initializer_range=preset.init_range, bos_token_id=None, eos_token_id=[im_end, eot],
-                  pad_token_id=eot, dtype="float32")
+                  pad_token_id=eot, dtype=dtype)
     config = AutoConfig.for_model(preset.config["model_type"], **fields)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.eval()
+    if dtype != "float32":
+        model.to(getattr(torch, dtype))
     model.generation_config.eos_token_id = [im_end, eot]
     model.generation_config.pad_token_id = eot
     model.generation_config.bos_token_id = None

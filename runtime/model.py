@@ -16,6 +16,7 @@ from edgelm.runtime.chat import Message, render_chat
 from edgelm.runtime.decoder import DECODERS
 from edgelm.runtime import options as options_
 from edgelm.runtime.generate import STOP, Cancel, Outcome, generate_ids
+from edgelm.runtime.speculative import SpecStats, speculation
 from edgelm.runtime.options import OPTIONS, SAMPLING_OPTIONS, Request, Usage
 from edgelm.runtime.partition import merged, partition_of
 from edgelm.runtime.providers import choose_auto, device_kind, resolve
@@ -43,6 +44,7 @@ class Completion:
     finish_reason: str = STOP
     reasoning: str | None = None
     cached_tokens: int = 0
+    speculation: SpecStats | None = None  # with `speculate`: verification runs, draft tokens proposed and kept
 
     @property
     def usage(self) -> Usage:
@@ -59,6 +61,7 @@ class Delta:
     token_ids: tuple[int, ...] = ()
     finish_reason: str | None = None
     usage: Usage | None = None
+    speculation: SpecStats | None = None  # on the last event of a speculative generation
 
 
 class Model:
@@ -152,7 +155,7 @@ class Model:
                 **options) -> Request:
         """A validated generation request (GenerationError names any bad argument). `options`: the generation
         options chat() lists (options.OPTIONS: max_new_tokens, temperature, top_k, top_p, min_p,
-        repetition_penalty, seed, stop, stop_token_ids, ignore_eos); None = the package's default."""
+        repetition_penalty, seed, stop, stop_token_ids, ignore_eos, speculate); None = the package's default."""
         unknown = set(options) - set(OPTIONS)
         if unknown:
             raise TypeError(f"unknown generation option(s) {', '.join(sorted(unknown))}; the options are "
@@ -171,7 +174,15 @@ class Model:
             stop_ids=extra if ignore_eos else extra | set(gen.eos_token_ids),
             split_reasoning=split_reasoning and self.manifest.reasoning is not None,
             thinking=thinking,
+            speculate=self._speculate(options.get("speculate")),
         )
+
+    def _speculate(self, spec):
+        """The `speculate` option, checked now (a drafter name, a draft Model sharing the tokenizer, None)."""
+        if spec is self:
+            raise GenerationError("a model cannot draft for itself: load a smaller package as the draft")
+        speculation(spec, self)  # raises GenerationError for anything else
+        return spec
 
     # -- generation ----------------------------------------------------------------------------
     def stream_ids(
@@ -182,7 +193,7 @@ class Model:
         if req.stop:  # ids carry no text to find a string in: refused, not silently ignored
             raise GenerationError("stop strings need text: use chat() or complete() (stream_ids takes stop_token_ids)")
         return self._serialized(generate_ids(self.decoder, req.prompt_ids, req.max_new_tokens, req.sampling,
-                                             req.stop_ids))
+                                             req.stop_ids, speculation=speculation(req.speculate, self)))
 
     def _serialized(self, tokens: Iterator[int]) -> Iterator[int]:
         """Run one generation holding the model's lock: other threads wait for it; a second generation opened
@@ -250,6 +261,7 @@ class Model:
         stop: str | list[str] | None = None,
         stop_token_ids: list[int] | None = None,
         ignore_eos: bool = False,
+        speculate=None,
         cancel: Cancel | None = None,
         reuse_cache: bool = True,
         trusted: bool = False,
@@ -264,7 +276,10 @@ class Model:
         that end the answer (not included); `stop_token_ids`: ids that end it. `cancel`: an object with
         is_set() (a threading.Event) polled before each token and between prefill runs; finish_reason is then
         "cancelled". `reuse_cache`: keep the keys/values of the part of the prompt the previous generation
-        on this Model already ran (a chat's earlier turns) and prefill only the rest.
+        on this Model already ran (a chat's earlier turns) and prefill only the rest. `speculate`: speculative
+        decoding, "prompt-lookup" (drafts from the conversation itself) or a smaller loaded package sharing the
+        tokenizer; the same answer as without (greedy) or the same distribution (sampling), usually faster;
+        Completion.speculation / the last Delta's say how many drafts were kept.
         finish_reason: "stop" (end of sequence, a stop string or id), "length" (max_new_tokens),
         "context_full" (the package's context is full), "cancelled".
         """
@@ -285,7 +300,7 @@ class Model:
     ) -> Completion | Iterator[Delta]:
         """Continue the raw text `prompt` (no chat template, no reasoning split). Keyword arguments as
         `request()` (max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, stop,
-        stop_token_ids, ignore_eos); returns as chat()."""
+        stop_token_ids, ignore_eos, speculate); returns as chat()."""
         req = self.request(self.tokenizer.encode(prompt), **kwargs)
         events = self.run(req, cancel=cancel, reuse_cache=reuse_cache)
         return events if stream else collect(events, req, False)
@@ -305,12 +320,13 @@ class Model:
     def run(self, req: Request, cancel: Cancel | None = None, reuse_cache: bool = False) -> Iterator[Delta]:
         """Delta events of one validated request: text pieces (never a split UTF-8 character), cut at the first
         stop string, split into reasoning and content; the last event has finish_reason and usage."""
-        outcome = Outcome()
+        outcome, spec = Outcome(), speculation(req.speculate, self)
         tokens = self._serialized(generate_ids(self.decoder, req.prompt_ids, req.max_new_tokens, req.sampling,
-                                               req.stop_ids, cancel, reuse_cache, outcome))
-        return self._events(tokens, req, outcome)
+                                               req.stop_ids, cancel, reuse_cache, outcome, spec))
+        return self._events(tokens, req, outcome, spec.stats if spec is not None else None)
 
-    def _events(self, tokens: Iterator[int], req: Request, outcome: Outcome) -> Iterator[Delta]:
+    def _events(self, tokens: Iterator[int], req: Request, outcome: Outcome,
+                spec: SpecStats | None = None) -> Iterator[Delta]:
         text, stops = StreamDecoder(self.tokenizer), StopStrings(req.stop)
         split = ReasoningSplit(self.manifest.reasoning, req.thinking) if req.split_reasoning else None
         produced, pending = 0, []
@@ -344,7 +360,7 @@ class Model:
         if e := event(tail, final=True):
             yield e
         usage = Usage(len(req.prompt_ids), produced, outcome.cached_tokens)
-        yield Delta(token_ids=tuple(pending), finish_reason=outcome.finish_reason or STOP, usage=usage)
+        yield Delta(token_ids=tuple(pending), finish_reason=outcome.finish_reason or STOP, usage=usage, speculation=spec)
 
 
 def collect(events: Iterator[Delta], req: Request, reasoning: bool) -> Completion:
@@ -356,7 +372,7 @@ def collect(events: Iterator[Delta], req: Request, reasoning: bool) -> Completio
         ids += e.token_ids
         last = e
     return Completion("".join(content), ids, last.usage.prompt_tokens, last.finish_reason,
-                      "".join(thought) if reasoning else None, last.usage.cached_tokens)
+                      "".join(thought) if reasoning else None, last.usage.cached_tokens, last.speculation)
 
 
 def load(package: str | Path, ep: str = "cpu", threads: int | None = None, verify: bool | str = True,

@@ -14,7 +14,7 @@ from edgelm.runtime.sampling import SamplingConfig
 
 # the generation options of Model.chat/complete/request (those of SamplingConfig first)
 SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed")
-OPTIONS = ("max_new_tokens", *SAMPLING_OPTIONS, "stop", "stop_token_ids", "ignore_eos")
+OPTIONS = ("max_new_tokens", *SAMPLING_OPTIONS, "stop", "stop_token_ids", "ignore_eos", "speculate")
 MAX_STOP_STRINGS = 16
 MAX_STOP_CHARS = 256
 
@@ -42,6 +42,8 @@ class Request:
     stop_ids: frozenset[int] = field(default_factory=frozenset)  # token ids that end the generation (not returned)
     split_reasoning: bool = False  # route text into reasoning and content (chat with a reasoning model)
     thinking: bool = False  # the prompt itself opened the reasoning (its template ends with the start marker)
+    # speculative decoding: None, a drafter name ("prompt-lookup") or a draft Model (edgelm.runtime.speculative)
+    speculate: object = None
 
 
 def max_new_tokens(value) -> int:

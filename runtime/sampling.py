@@ -100,13 +100,23 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(-1, keepdims=True))
 
 
-def sample(logits: np.ndarray, config: SamplingConfig, rng: np.random.Generator, previous: np.ndarray) -> int:
-    """Pick the next token id from one position's logits."""
+def distribution(logits: np.ndarray, config: SamplingConfig, previous: np.ndarray) -> np.ndarray | int:
+    """What the next token is drawn from, one position's logits processed as `config` says: the probabilities
+    (float64, summing to 1), or a token id where the pick is greedy (temperature 0, or a logit at +inf)."""
     logits = repetition_penalty(logits.astype(np.float32), previous, config.repetition_penalty)
     if config.temperature <= 0.0 or np.isposinf(logits).any():  # greedy; or a penalty that overflowed: all mass there
         return int(np.argmax(logits))
     scaled = logits.astype(np.float64) / config.temperature
     if not np.isfinite(scaled[np.isfinite(logits)]).all():  # a temperature so small it overflows: T -> 0 is greedy
         return int(np.argmax(logits))
-    logits = min_p_filter(top_p_filter(top_k_filter(scaled, config.top_k), config.top_p), config.min_p)
-    return int(rng.choice(logits.size, p=softmax(logits)))
+    return softmax(min_p_filter(top_p_filter(top_k_filter(scaled, config.top_k), config.top_p), config.min_p))
+
+
+def draw(dist: np.ndarray | int, rng: np.random.Generator) -> int:
+    """A token from `distribution`'s result."""
+    return dist if isinstance(dist, int) else int(rng.choice(dist.size, p=dist))
+
+
+def sample(logits: np.ndarray, config: SamplingConfig, rng: np.random.Generator, previous: np.ndarray) -> int:
+    """Pick the next token id from one position's logits."""
+    return draw(distribution(logits, config, previous), rng)

@@ -56,6 +56,10 @@ class TextTokenizer:
     def token_to_id(self, token: str) -> int | None:
         return self._tok.token_to_id(token)
 
+    def vocab(self) -> dict[str, int]:
+        """Token text -> id, added tokens included."""
+        return self._tok.get_vocab(with_added_tokens=True)
+
     @property
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size(with_added_tokens=True)

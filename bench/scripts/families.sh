@@ -4,7 +4,8 @@
 #   GENAI_PY=/path/to/genai-venv/bin/python bench/scripts/families.sh qwen3-0.6b gemma-3-1b ...
 # GENAI_PY: a venv with onnxruntime-genai, onnx-ir and transformers >= 5 (its builder needs them); onnxruntime-genai must
 # also be importable by edgelm's own venv (the bench's genai peer runs it). Writes build/families/ (HF folders,
-# packages, /usr/bin/time -v logs) and docs/bench-family-PRESET.json (the bench rows).
+# packages, /usr/bin/time -v logs) and docs/bench-family-PRESET.json (the bench rows). HF_DTYPE=bfloat16 saves the
+# HF folders in bf16 (as published checkpoints are; genai's builder then fits 3-4B models in 24 GiB).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 : "${GENAI_PY:?set GENAI_PY to a python with onnxruntime-genai and transformers >= 5}"
@@ -13,7 +14,8 @@ ROUNDS=${ROUNDS:-3}
 mkdir -p "$B/hf" docs
 for p in "$@"; do
   hf="$B/hf/$p"
-  [ -f "$hf/config.json" ] || .venv/bin/python -c "from edgelm.export.synthetic import build_synthetic; build_synthetic('$p', '$hf')"
+  [ -f "$hf/config.json" ] || .venv/bin/python -c \
+    "from edgelm.export.synthetic import build_synthetic; build_synthetic('$p', '$hf', dtype='${HF_DTYPE:-float32}')"
   # each step once (a rerun picks up where one stopped: delete build/families/PRESET-* to redo it)
   [ -f "$B/$p-int4/edgelm.json" ] || \
     /usr/bin/time -v .venv/bin/edgelm export "$hf" -o "$B/$p-int4" -q --force 2> "$B/$p-export.time"

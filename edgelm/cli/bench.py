@@ -14,6 +14,8 @@ def run(args) -> int:
         return _bench_compare(args)
     if args.package[0] == "chat":
         return _bench_chat(args)
+    if args.package[0] == "spec":
+        return _bench_spec(args)
     from dataclasses import replace
 
     from edgelm.bench import BenchConfig, run_bench
@@ -88,6 +90,25 @@ def _bench_chat(args) -> int:
     return 0
 
 
+def _bench_spec(args) -> int:
+    """Speculative decoding on shipped prompt sets vs plain; verification cost; a draft package's break-even."""
+    import json
+
+    from edgelm.bench.speculative import report
+
+    if len(args.package) != 2:
+        raise UsageError("usage: edgelm bench spec PACKAGE [--draft PACKAGE]")
+    _check_bench_outputs(args)
+    if args.draft and not Path(args.draft).is_dir():
+        raise UsageError(f"--draft {args.draft} is not a package folder")
+    text, rows = report(args.package[1], args.draft, rounds=args.r or 3, tokens=args.n[0] if args.n else 128,
+                        threads=args.t[0] if args.t else None, ep=(args.ep or "cpu"), progress=not args.quiet)
+    print(text, end="")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
 def _bench_compare(args) -> int:
     from edgelm.bench.compare import compare
     from edgelm.bench.report import read_rows
@@ -110,6 +131,7 @@ EXAMPLES = (
     "edgelm bench pkg-int4 --vs torch --hf hf-folder --eval       # a peer, interleaved; + perplexity",
     "edgelm bench compare old.jsonl new.jsonl                     # changes beyond the measured noise",
     "edgelm bench chat pkg-int4 -t 2                              # multi-turn TTFT, edgelm serve overhead",
+    "edgelm bench spec pkg-int4 -t 2 --draft small-int4          # speculative decoding vs plain",
 )
 
 
@@ -121,7 +143,8 @@ def add(sub) -> None:
                    EXAMPLES, description="Comma lists sweep every combination. Timed: prefill of -p random token "
                    "ids to the first token, then -n single-token decode steps (argmax each); tokenization excluded.")
     p.add_argument("package", nargs="+", help="package folder(s); or: compare OLD NEW; or: chat PACKAGE (multi-turn "
-                   "TTFT with/without cache reuse, edgelm serve overhead)")
+                   "TTFT with/without cache reuse, edgelm serve overhead); or: spec PACKAGE (speculative decoding "
+                   "on shipped prompt sets vs plain, verification cost)")
     p.add_argument("-p", type=ints, help=f"prompt tokens, e.g. 128,512 (default {csv(bd['prompt_tokens'])})")
     p.add_argument("-n", type=ints, help=f"generated tokens (default {csv(bd['gen_tokens'])})")
     p.add_argument("-t", type=ints, help="threads, e.g. 1,2 (default: physical cores)")
@@ -138,5 +161,7 @@ def add(sub) -> None:
     p.add_argument("--genai-model", metavar="DIR", help="onnxruntime-genai model folder for the genai peer")
     p.add_argument("--eval", action="store_true", help="add perplexity (and --ref agreement) columns")
     p.add_argument("--ref", metavar="REF", help="reference package or HF folder for agreement")
+    p.add_argument("--draft", metavar="DIR", help="bench spec: a smaller package sharing the tokenizer, as a draft "
+                   "model")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -6,6 +6,8 @@ import argparse
 import sys
 from dataclasses import fields
 
+from edgelm.errors import UsageError
+
 
 def subcommand(sub, name: str, summary: str, examples: tuple[str, ...], description: str | None = None):
     """A subcommand's parser: `summary` in the command list, `examples` (shell lines, "# ..." comments allowed)
@@ -91,12 +93,31 @@ def add_sampling_flags(p) -> None:
         p.add_argument(flag, type=kind, help=text)
     p.add_argument("--stop", action="append", metavar="TEXT", help="stop string: the answer ends before it "
                    "(repeatable)")
+    p.add_argument("--speculate", metavar="SOURCE", help="speculative decoding: prompt-lookup (drafts from the "
+                   "prompt and the text so far), or a smaller package folder sharing the tokenizer (a draft model); "
+                   "the same answer greedily, the same distribution when sampling")
 
 
 def sampling_kwargs(args) -> dict:
     """Model.request keyword arguments of the sampling flags given."""
     out = {f[0][2:].replace("-", "_"): getattr(args, f[0][2:].replace("-", "_")) for f in SAMPLING_FLAGS}
-    return {k: v for k, v in {**out, "stop": args.stop}.items() if v is not None}
+    return {k: v for k, v in {**out, "stop": args.stop, "speculate": _speculate(args)}.items() if v is not None}
+
+
+def _speculate(args):
+    """--speculate: a drafter's name as it is, a package folder loaded as the draft model (same provider)."""
+    from edgelm.runtime.speculative import DRAFTERS
+
+    source = getattr(args, "speculate", None)
+    if source is None or source in DRAFTERS:
+        return source
+    from pathlib import Path
+
+    from edgelm.runtime import load
+
+    if not Path(source).is_dir():
+        raise UsageError(f"--speculate {source}: give prompt-lookup or a draft package folder")
+    return load(source, ep=args.ep or args.default_ep, threads=args.threads, verify=not args.no_verify)
 
 
 def load_model(args):

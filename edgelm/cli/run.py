@@ -23,6 +23,9 @@ def run(args) -> int:
             content.append(e.content)
             reasoning.append(e.reasoning)
         record = {"prompt_ids": ids, "token_ids": out, "text": "".join(content), "finish_reason": e.finish_reason}
+        if e.speculation is not None:
+            record["speculation"] = {"runs": e.speculation.runs, "proposed": e.speculation.proposed,
+                                     "accepted": e.speculation.accepted}
         if model.manifest.reasoning is not None and args.chat:
             record["reasoning"] = "".join(reasoning)
         print(json.dumps(record, ensure_ascii=False))
@@ -41,6 +44,7 @@ EXAMPLES = (
     'edgelm run pkg --prompt "What is the capital of France?" --chat --max-new-tokens 64',
     'edgelm run pkg --prompt "Once upon a time" --temperature 0.8 --top-p 0.95 --seed 1',
     'edgelm run pkg --prompt "List three colors" --chat --stop "3." --json',
+    'edgelm run pkg --prompt "Summarise: ..." --chat --speculate prompt-lookup   # faster where the answer quotes',
 )
 
 
