@@ -47,8 +47,16 @@ class StreamedReference:
         self.tied = tied
         self.owners = [(m, f"{n}." if n else "") for n, m in self.model.named_modules()
                        if any(True for _ in m.parameters(recurse=False))]
+        # the vocabulary tables are never held whole (at 256k x 2304 one is 2.4 GB in fp32): the input embedding
+        # gets the rows of the ids it looks up, the lm_head runs slice by slice of its rows
+        embed, head = self.model.get_input_embeddings(), self.model.get_output_embeddings()
+        vocab_tables = {id(embed): self._rows_loader(f"{names[id(embed)]}.weight")}
+        if isinstance(head, torch.nn.Linear) and head.bias is None:
+            vocab_tables[id(head)] = self._sliced(head, self.tied.get(f"{names[id(head)]}.weight",
+                                                                      f"{names[id(head)]}.weight"))
         self.hooks = [h for m, prefix in self.owners
-                      for h in (m.register_forward_pre_hook(self._loader(prefix)), m.register_forward_hook(_drop))]
+                      for h in (m.register_forward_pre_hook(vocab_tables.get(id(m)) or self._loader(prefix)),
+                                m.register_forward_hook(_drop))]
         self.streamed = True
         stored = sorted({entry[1] for entry in self.reader.entries.values()})
         self.description = (f"transformers {transformers.__version__}, float32 forward "
@@ -77,6 +85,39 @@ class StreamedReference:
                 value = self.torch.from_numpy(self.reader.get(self._checkpoint_name(full)))
                 set_module_tensor_to_device(module, name, "cpu", value=value)
         return load
+
+    def _rows_loader(self, name: str):
+        """An input embedding's pre-hook: its weight becomes the rows of the ids it is given (the ids renumbered
+        to them): a lookup, and the module's own forward (Gemma's scaling included) runs as it is."""
+        def load(module, args):
+            from accelerate.utils import set_module_tensor_to_device
+
+            ids = args[0]
+            unique, local = self.torch.unique(ids, return_inverse=True)
+            checkpoint = self._checkpoint_name(name)
+            rows = np.concatenate([self.reader.get_rows(checkpoint, int(i), int(i) + 1) for i in unique.tolist()])
+            set_module_tensor_to_device(module, "weight", "cpu", value=self.torch.from_numpy(rows))
+            if getattr(module, "padding_idx", None) is not None:  # a training-only setting, checked against the size
+                module.padding_idx = None
+            return (local.reshape(ids.shape), *args[1:])
+        return load
+
+    def _sliced(self, head, name: str, rows: int = 16384):
+        """An lm_head (a Linear without bias) computed slice by slice of its rows, each read from the file for its
+        slice alone; its own weight stays on the meta device."""
+        torch = self.torch
+
+        def forward(x):
+            checkpoint = self._checkpoint_name(name)
+            vocab = self.reader.shape(checkpoint)[0]
+            out = torch.empty(*x.shape[:-1], vocab, dtype=x.dtype)
+            for start in range(0, vocab, rows):
+                w = torch.from_numpy(self.reader.get_rows(checkpoint, start, start + rows))
+                out[..., start:start + len(w)] = x @ w.T
+            return out
+
+        head.forward = forward
+        return lambda module, args: None  # nothing to load before it
 
     def _load_everything(self) -> None:
         """Fall back to holding every weight (the model's size in float32) instead of streaming them."""

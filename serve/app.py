@@ -40,8 +40,9 @@ DISCONNECT_POLL = 0.25  # seconds between checks that a non-streaming request's 
 class Server:
     """The routes' shared state: the model, its id, the scheduler and the limits."""
 
-    def __init__(self, model, model_id: str, max_queue: int = MAX_QUEUE, max_body: int = MAX_BODY):
+    def __init__(self, model, model_id: str, max_queue: int = MAX_QUEUE, max_body: int = MAX_BODY, speculate=None):
         self.model, self.model_id, self.max_body = model, model_id, max_body
+        self.speculate = speculate  # every request's speculative decoding (edgelm serve --speculate)
         self.scheduler = Scheduler(model, max_queue)
         self.started = int(time.time())
 
@@ -94,9 +95,10 @@ class Server:
         try:
             if parsed.messages is not None:
                 ids, thinking = model._encode_chat(parsed.messages)
-                req = model.request(ids, **parsed.kwargs, split_reasoning=True, thinking=thinking)
+                req = model.request(ids, **parsed.kwargs, split_reasoning=True, thinking=thinking,
+                                    speculate=self.speculate)
             else:
-                req = model.request(model.tokenizer.encode(parsed.prompt), **parsed.kwargs)
+                req = model.request(model.tokenizer.encode(parsed.prompt), **parsed.kwargs, speculate=self.speculate)
         except EdgeLMError as exc:
             raise _api_error(exc) from None
         limit = model.decoder.context_length
@@ -201,9 +203,11 @@ async def _http_error_response(request: Request, exc: HTTPException) -> JSONResp
     return JSONResponse(ApiError(exc.status_code, str(exc.detail)).body(), status_code=exc.status_code)
 
 
-def create_app(model, model_id: str, max_queue: int = MAX_QUEUE, max_body: int = MAX_BODY) -> Starlette:
-    """The app serving `model` (a loaded edgelm.runtime.Model) as `model_id`."""
-    server = Server(model, model_id, max_queue, max_body)
+def create_app(model, model_id: str, max_queue: int = MAX_QUEUE, max_body: int = MAX_BODY,
+               speculate=None) -> Starlette:
+    """The app serving `model` (a loaded edgelm.runtime.Model) as `model_id`; `speculate`: speculative decoding
+    for every request (Model.chat's option: "prompt-lookup" or a draft Model)."""
+    server = Server(model, model_id, max_queue, max_body, speculate)
 
     @asynccontextmanager
     async def lifespan(app):

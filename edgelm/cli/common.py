@@ -101,10 +101,10 @@ def add_sampling_flags(p) -> None:
 def sampling_kwargs(args) -> dict:
     """Model.request keyword arguments of the sampling flags given."""
     out = {f[0][2:].replace("-", "_"): getattr(args, f[0][2:].replace("-", "_")) for f in SAMPLING_FLAGS}
-    return {k: v for k, v in {**out, "stop": args.stop, "speculate": _speculate(args)}.items() if v is not None}
+    return {k: v for k, v in {**out, "stop": args.stop, "speculate": speculate_option(args)}.items() if v is not None}
 
 
-def _speculate(args):
+def speculate_option(args):
     """--speculate: a drafter's name as it is, a package folder loaded as the draft model (same provider)."""
     from edgelm.runtime.speculative import DRAFTERS
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from edgelm.cli.common import add_load_flags, subcommand
+from edgelm.cli.common import add_load_flags, speculate_option, subcommand
 from edgelm.errors import UsageError
 
 
@@ -24,7 +24,9 @@ def run(args) -> int:
 
     model = load_model(args)
     model_id = args.model_id or Path(args.package).resolve().name
-    app = create_app(model, model_id, max_queue=args.max_queue, max_body=args.max_body)
+    speculate = speculate_option(args)
+    model.request([0], speculate=speculate)  # checked now (a draft with another tokenizer), not per request
+    app = create_app(model, model_id, max_queue=args.max_queue, max_body=args.max_body, speculate=speculate)
     if args.host not in LOOPBACK:
         print(f"edgelm: warning: serving on {args.host}: anyone who can reach it can use the model "
               "(no authentication)", file=sys.stderr)
@@ -48,6 +50,9 @@ def add(sub) -> None:
                    EXAMPLES)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=PORT, help=f"port (default {PORT})")
+    p.add_argument("--speculate", metavar="SOURCE", help="speculative decoding for every request: prompt-lookup, "
+                   "or a smaller package folder sharing the tokenizer (same answers greedily, faster where they quote "
+                   "the prompt)")
     p.add_argument("--model-id", help="the model's name in the API (default: the package folder's name)")
     p.add_argument("--max-queue", type=int, default=MAX_QUEUE,
                    help=f"requests that may wait for the model; more get HTTP 429 (default {MAX_QUEUE})")

@@ -26,7 +26,7 @@ import numpy as np
 from edgelm.export.arch import ArchSpec
 from edgelm.export.native.activations import ACTIVATIONS
 from edgelm.export.native.graph import GraphBuilder
-from edgelm.export.native.quant import quantize_blockwise
+from edgelm.export.native.quant import quantize_blockwise, quantize_row_slices
 from edgelm.export.native.rope import rope_switch, rotary_caches
 from edgelm.export.native.weights import SafetensorsReader, role_weight
 from edgelm.progress import Progress, as_progress
@@ -107,13 +107,19 @@ class DecoderBuilder:
         """Token embeddings: GatherBlockQuantized over block-quantized rows when the linears are quantized
         (the same codes then serve a tied lm_head), else a float Gather. Returns (x, shared lm_head)."""
         g, fmt, a = self.g, self.fmt, self.arch
-        table = self.reader.get(a.tensor("embed"))  # (vocab, hidden)
+        embed = a.tensor("embed")
         name = "/model/embed_tokens"
-        if fmt.bits is None or table.shape[1] % fmt.block_size:
-            w = g.weight("model.embed_tokens.weight", self._f(table), gather_only=True)
+        hidden = a.hidden_size
+        if fmt.bits is None or hidden % fmt.block_size:
+            w = g.weight("model.embed_tokens.weight", self._f(self.reader.get(embed)), gather_only=True)
             (x,) = g.node("Gather", [w, ids], [f"{name}/out"], name=f"{name}/Gather")
             return x, None
-        q = quantize_blockwise(table, fmt.bits, fmt.block_size, fmt.symmetric)
+        if hasattr(self.reader, "get_rows"):  # read by rows: the float table is never whole (2.5 GB at 200k x 3072)
+            rows, cols = self.reader.shape(embed)
+            q = quantize_row_slices(lambda i, j: self.reader.get_rows(embed, i, j), rows, cols, fmt.bits,
+                                    fmt.block_size, fmt.symmetric)
+        else:  # the awq reader: its calibration forward starts from the table
+            q = quantize_blockwise(self.reader.get(embed), fmt.bits, fmt.block_size, fmt.symmetric)
         stored = self._store(q, name, fmt.block_size, gather_only=not tied)  # tied: lm_head streams the whole table per token
         rows = g.constant(f"{name}/rows_shape", np.array([q.n, -1], dtype=np.int64))
         inputs = [g.node("Reshape", [n, rows], [f"{n}/2d"], name=f"{n}/Reshape")[0] for n in stored[0]]

@@ -29,7 +29,13 @@ ROWS_PER_CHUNK = 4096  # bounds the float temporaries to a few rows of the weigh
 def quantize_blockwise(weight: np.ndarray, bits: int, block_size: int, symmetric: bool) -> Quantized:
     """RTN quantization of `weight` (N, K) in blocks of `block_size` along K, a chunk of rows at a time."""
     n, k = weight.shape
-    parts = [_quantize_rows(weight[i : i + ROWS_PER_CHUNK], bits, block_size, symmetric)
+    return quantize_row_slices(lambda i, j: weight[i:j], n, k, bits, block_size, symmetric)
+
+
+def quantize_row_slices(rows, n: int, k: int, bits: int, block_size: int, symmetric: bool) -> Quantized:
+    """quantize_blockwise of an (n, k) weight read by `rows(start, stop)` a chunk at a time (a vocabulary table
+    read from the file by rows is never whole in memory)."""
+    parts = [_quantize_rows(rows(i, i + ROWS_PER_CHUNK), bits, block_size, symmetric)
              for i in range(0, n, ROWS_PER_CHUNK)]
     zps = [p.zero_points for p in parts]
     return Quantized(

@@ -40,14 +40,30 @@ class SafetensorsReader:
 
     def get(self, name: str) -> np.ndarray:
         """The tensor as float32 (a fresh array, read from the file)."""
+        return self.get_rows(name)
+
+    def shape(self, name: str) -> list[int]:
+        return list(self._entry(name)[2])
+
+    def _entry(self, name: str):
         if name not in self.entries:
             raise ModelSourceError(f"weight {name} is missing from the safetensors files")
-        path, dtype, shape, offset, length = self.entries[name]
+        return self.entries[name]
+
+    def get_rows(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows start:stop of the tensor (along its first axis) as float32, read from the file alone: a vocab
+        table's slice without the whole table in memory."""
+        path, dtype, shape, offset, length = self._entry(name)
         if dtype not in _DTYPES:
             raise ModelSourceError(f"weight {name} has dtype {dtype}; the native builder reads F32, F16, BF16")
+        item = np.dtype(_DTYPES[dtype]).itemsize
+        rows = shape[0] if shape else 1
+        stop = rows if stop is None else min(stop, rows)
+        per_row = length // item // max(rows, 1)
+        shape = [stop - start, *shape[1:]] if shape else shape
         # read into a private array (no memory map: mapped pages would count as resident beside the copy)
-        count = length // np.dtype(_DTYPES[dtype]).itemsize
-        data = np.fromfile(path, dtype=_DTYPES[dtype], count=count, offset=offset).reshape(shape)
+        data = np.fromfile(path, dtype=_DTYPES[dtype], count=(stop - start) * per_row,
+                           offset=offset + start * per_row * item).reshape(shape)
         if dtype == "BF16":  # bfloat16 is the top half of a float32
             wide = data.astype(np.uint32)
             wide <<= 16  # in place: no second full-size temporary

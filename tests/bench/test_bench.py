@@ -41,6 +41,8 @@ def test_sweep_yields_a_row_per_configuration_with_every_field(sweep):
         # 2 layers x (k + v) x 2 kv heads x 16 dims x 4 bytes x (pp + tg) tokens
         assert r.kv_cache_mib == pytest.approx(2 * 2 * 2 * 16 * 4 * (r.pp + r.tg) / (1 << 20))
         assert r.weight_mib_per_token > 0 and r.bandwidth_gbs > 0
+        # the machine's read bandwidth, measured once for the run (1 thread here): one figure for every row
+        assert r.roofline_gbs == rows[0].roofline_gbs > 0.5
         assert {"edgelm", "onnxruntime", "cpu", "os", "timestamp", "git_commit"} <= set(r.provenance)
 
 
@@ -173,3 +175,20 @@ def test_rows_without_a_thread_count_say_how_many_threads_ran(builds):
     (row,) = result.rows
     assert row.threads == physical_cores() >= 1
     assert "auto" not in render(result.rows, "md") and '"threads": 0' not in render(result.rows, "json")
+
+
+def test_bench_spec_reports_every_mode_with_the_plain_answers(builds, tmp_path):
+    """`edgelm bench spec`: both prompt sets x plain / prompt lookup / a draft package, speculative answers equal
+    to the plain ones (greedy), the verification cost and the draft's break-even."""
+    out = tmp_path / "spec.json"
+    proc = run_cli("bench", "spec", builds.package("tiny-llama", "fp32"), "--draft", builds.package("tiny-llama", "int8"),
+                   "-n", "8", "-r", "1", "-t", "1", "--json", out, "-q", check=True)
+    rows = json.loads(out.read_text())
+    modes = [r for r in rows if "mode" in r]
+    assert {(r["prompt_set"], r["mode"]) for r in modes} == \
+        {(s, m) for s in ("grounded", "open") for m in ("plain", "prompt-lookup", "draft-model")}
+    assert all(r["mismatches"] == 0 and r["decode_tps_median"] > 0 for r in modes)
+    assert all(0 <= r["acceptance"] <= 1 for r in modes if r["mode"] != "plain")
+    cost = next(r["verify_cost_ms"] for r in rows if "verify_cost_ms" in r)
+    assert set(cost) == {"0", "1", "2", "4", "8"} and all(v > 0 for v in cost.values())
+    assert "decode steps" in proc.stdout and "needs" in proc.stdout
