@@ -35,11 +35,11 @@ def write_embedding_table(table: np.ndarray, rows_path: Path, scales_path: Path,
             rows[start:start + len(part)] = part
             continue
         groups = part.reshape(len(part), -1, group)
-        scale = np.abs(groups).max(axis=2) / 127.0  # (rows, hidden / group)
-        scale[scale == 0] = 1.0
-        codes = np.clip(np.rint(groups / scale[..., None]), -127, 127).astype(np.int8)
+        step = np.abs(groups).max(axis=2) / 127.0  # (rows, hidden / group)
+        step[step == 0] = 1.0
+        codes = np.clip(np.rint(groups / step[..., None]), -127, 127).astype(np.int8)
         rows[start:start + len(part)] = codes.reshape(len(part), hidden)
-        scales[start:start + len(part)] = scale
+        scales[start:start + len(part)] = step
     rows.flush()
     del rows
     np.save(scales_path, scales)
