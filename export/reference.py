@@ -90,13 +90,12 @@ class StreamedReference:
         """An input embedding's pre-hook: its weight becomes the rows of the ids it is given (the ids renumbered
         to them): a lookup, and the module's own forward (Gemma's scaling included) runs as it is."""
         def load(module, args):
-            from accelerate.utils import set_module_tensor_to_device
-
             ids = args[0]
             unique, local = self.torch.unique(ids, return_inverse=True)
             checkpoint = self._checkpoint_name(name)
             rows = np.concatenate([self.reader.get_rows(checkpoint, int(i), int(i) + 1) for i in unique.tolist()])
-            set_module_tensor_to_device(module, "weight", "cpu", value=self.torch.from_numpy(rows))
+            # a parameter of the rows' own shape (accelerate's setter insists on the table's)
+            module.weight = self.torch.nn.Parameter(self.torch.from_numpy(rows), requires_grad=False)
             if getattr(module, "padding_idx", None) is not None:  # a training-only setting, checked against the size
                 module.padding_idx = None
             return (local.reshape(ids.shape), *args[1:])

@@ -298,3 +298,21 @@ def test_phi3_longrope_contract(scaling, named):
     assert named in declined, declined
     su = get_arch({**base, "rope_scaling": {**base["rope_scaling"], "type": "su"}})
     assert su.declined() == [] and su.rope_switch == 16
+
+
+@pytest.mark.parametrize("case", ["gemma2-all-features", "granite-all-features"])  # tied (scaled embedding), untied
+def test_the_reference_streams_the_vocabulary_tables_and_equals_the_whole_model(sources, case):
+    """The self-check's reference never holds a vocabulary table whole (the embedding gets the rows of its ids,
+    the lm_head runs by slices) and computes what transformers' whole model computes."""
+    import torch
+
+    from edgelm.export.reference import StreamedReference
+
+    src, ref = sources(case)
+    seqs = [list(range(3, 40)), list(range(100, 120))]
+    streamed = StreamedReference(src)
+    got = streamed.logits(seqs)
+    assert streamed.streamed  # no fallback to holding every weight
+    with torch.no_grad():
+        want = [_torch(ref)(torch.tensor([s])).logits[0].numpy() for s in seqs]
+    assert all(np.abs(g - w).max() < 1e-4 for g, w in zip(got, want))
