@@ -64,6 +64,11 @@ class Delta:
     speculation: SpecStats | None = None  # on the last event of a speculative generation
 
 
+# MatMulNBits accuracy levels at which onnxruntime computes a run of several tokens differently from one-token
+# steps (level 4: int8 activations; measured, see Model._speculate); speculation is refused there
+UNEQUAL_ROWS_LEVELS = (4,)
+
+
 class Model:
     """A package loaded on one execution provider."""
 
@@ -182,6 +187,13 @@ class Model:
         if spec is self:
             raise GenerationError("a model cannot draft for itself: load a smaller package as the draft")
         speculation(spec, self)  # raises GenerationError for anything else
+        if spec is not None and self.manifest.quantization.accuracy_level in UNEQUAL_ROWS_LEVELS:
+            raise GenerationError(
+                "speculative decoding needs a run of several tokens to compute what one-token steps compute, and this "
+                f"package's MatMulNBits run at accuracy level {self.manifest.quantization.accuracy_level} (int8 "
+                "activations), where onnxruntime's several-row kernel differs from its one-row kernel (measured on "
+                "SmolLM2 int4: up to 2.9 logits apart, so the answer would not be the plain answer); re-export with "
+                "--accuracy-level 1 to use speculation")
         return spec
 
     # -- generation ----------------------------------------------------------------------------
