@@ -220,8 +220,9 @@ class Manifest:
     # "attention_softcap" (GroupQueryAttention's softcap, Gemma-2), "longrope" (whole-sequence runs past rope_switch)
     features: tuple[str, ...] = ()
     # longrope (Phi-3.5/4-mini): the total length past which the model rotates with its long factors. transformers
-    # picks the factors per forward pass, so a prompt longer than this is prefilled in one run from an empty cache
-    # (a chunked or reused prefill would rotate its first part with the short ones). None: one frequency set.
+    # rotates every position with the factors of the sequence's current length, so the runtime re-runs the whole
+    # sequence in the run that passes this length and never keeps long-rotated keys for a shorter sequence
+    # (runtime.decoder.Decoder._keepable). None: one frequency set.
     rope_switch: int | None = None
     weights: WeightStats | None = None
     # what the package was exported for: cpu (dynamic shapes) | gpu (no int64 arithmetic: whole on GPU EPs)

@@ -18,6 +18,16 @@ from edgelm.errors import GenerationError
 from edgelm.manifest import Manifest
 
 
+def shared_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading ids `a` and `b` share (what a cache holding `a` keeps for a sequence `b`)."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 class Decoder:
     """The "concat" mode."""
 

@@ -9,7 +9,7 @@ from typing import Iterable, Protocol
 import numpy as np
 
 from edgelm.errors import GenerationError
-from edgelm.runtime.decoder import Decoder
+from edgelm.runtime.decoder import Decoder, shared_prefix
 from edgelm.runtime.sampling import SamplingConfig, sample
 from edgelm.runtime.speculative import Speculation, verify
 
@@ -121,7 +121,7 @@ def generate_ids(
 def _prefill(decoder, prompt: list[int], cancel: Cancel | None, reuse: bool, outcome: Outcome):
     """Logits after the prompt, or None when cancelled. The cache keeps what it shares with the prompt when
     `reuse` (at least one token is run: its logits are needed)."""
-    keep = min(_common(decoder.tokens, prompt), len(prompt) - 1) if reuse else 0
+    keep = min(shared_prefix(decoder.tokens, prompt), len(prompt) - 1) if reuse else 0
     decoder.truncate(keep)
     keep = len(decoder.tokens)  # a longrope cache may keep less (Decoder._keepable)
     outcome.cached_tokens, outcome.prefilled_tokens = keep, len(prompt) - keep
@@ -147,11 +147,3 @@ def _forward(decoder, ids: list[int], last_only: bool = True) -> np.ndarray:
         decoder.truncate(0)
         raise
 
-
-def _common(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n

@@ -64,9 +64,12 @@ class Delta:
     speculation: SpecStats | None = None  # on the last event of a speculative generation
 
 
-# MatMulNBits accuracy levels at which onnxruntime computes a run of several tokens differently from one-token
-# steps (level 4: int8 activations; measured, see Model._speculate); speculation is refused there
-UNEQUAL_ROWS_LEVELS = (4,)
+# Where speculation's verification (a run of several tokens) computes what one-token steps compute, so a verified
+# draft gives the plain answer: quantization mode -> the MatMulNBits accuracy levels that do (None: any). Measured
+# on SmolLM2, one run of 92 tokens against 92 single steps: fp32 and int4 at level 1 (float32 activations) within
+# 1.2e-4 logits; int4 at level 4 (int8 activations) up to 2.9 apart, fp16 up to 0.08 apart: refused, as is any
+# provider but the CPU and the static NPU graphs (not measured).
+EXACT_VERIFY = {"fp32": None, "int4": (0, 1), "int8": (0, 1)}
 
 
 class Model:
@@ -187,14 +190,25 @@ class Model:
         if spec is self:
             raise GenerationError("a model cannot draft for itself: load a smaller package as the draft")
         speculation(spec, self)  # raises GenerationError for anything else
-        if spec is not None and self.manifest.quantization.accuracy_level in UNEQUAL_ROWS_LEVELS:
-            raise GenerationError(
-                "speculative decoding needs a run of several tokens to compute what one-token steps compute, and this "
-                f"package's MatMulNBits run at accuracy level {self.manifest.quantization.accuracy_level} (int8 "
-                "activations), where onnxruntime's several-row kernel differs from its one-row kernel (measured on "
-                "SmolLM2 int4: up to 2.9 logits apart, so the answer would not be the plain answer); re-export with "
-                "--accuracy-level 1 to use speculation")
+        if spec is not None and (why := self._inexact_verify()):
+            raise GenerationError(f"speculative decoding needs a run of several tokens to compute what one-token steps "
+                                  f"compute, so that the answer is the plain answer; {why}")
         return spec
+
+    def _inexact_verify(self) -> str | None:
+        """Why a verification run would not compute what one-token steps compute here (None: it does)."""
+        q = self.manifest.quantization
+        if self.provider.spec.name != "cpu" or self.kv_mode == "static":
+            return f"that is measured on the CPU provider only, not on {self.provider.label} ({self.kv_mode} cache)"
+        if q.mode not in EXACT_VERIFY:
+            return (f"{q.mode} packages do not (SmolLM2 fp16: up to 0.08 logits apart); use an fp32 package or int4 "
+                    "exported with --accuracy-level 1")
+        levels = EXACT_VERIFY[q.mode]
+        if levels is not None and (q.accuracy_level or 0) not in levels:
+            return (f"this package's MatMulNBits run at accuracy level {q.accuracy_level}, where onnxruntime's "
+                    "several-row kernel differs from its one-row kernel (SmolLM2 int4 at level 4: up to 2.9 logits "
+                    "apart); re-export with --accuracy-level 1 to use speculation")
+        return None
 
     # -- generation ----------------------------------------------------------------------------
     def stream_ids(

@@ -22,6 +22,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from edgelm.errors import GenerationError
+from edgelm.runtime.decoder import shared_prefix
 from edgelm.runtime.sampling import SamplingConfig, distribution, draw
 
 
@@ -78,23 +79,16 @@ class DraftModel:
 
     def __init__(self, model, target=None):
         self.model = model
-        if target is not None:
-            ours, theirs = model.manifest, target.manifest
-            if ours.vocab_size > theirs.vocab_size or model.tokenizer.vocab() != target.tokenizer.vocab():
-                raise GenerationError("the draft package must share the model's tokenizer (same vocabulary); "
-                                      f"{model.path} and {target.path} differ")
+        if target is not None and not _same_tokenizer(model, target):
+            raise GenerationError("the draft package must share the model's tokenizer (same vocabulary); "
+                                  f"{model.path} and {target.path} differ")
 
     def propose(self, history: list[int], k: int, sampling: SamplingConfig, rng: np.random.Generator) -> Draft:
         decoder = self.model.decoder
         k = min(k, decoder.context_length - len(history))
         if k <= 0:
             return Draft([])
-        keep = 0
-        for a, b in zip(decoder.tokens, history[:-1]):  # at least the last token runs: its logits are needed
-            if a != b:
-                break
-            keep += 1
-        decoder.truncate(keep)
+        decoder.truncate(shared_prefix(decoder.tokens, history[:-1]))  # the last token runs: its logits are needed
         logits = decoder.forward(history[len(decoder.tokens):])
         tokens: list[int] = []
         dists: list[np.ndarray | int] = []
@@ -105,6 +99,16 @@ class DraftModel:
             if len(tokens) == k:
                 return Draft(tokens, dists)
             logits = decoder.forward([tokens[-1]])
+
+
+def _same_tokenizer(draft, target) -> bool:
+    """The same tokenizer file (the manifests' hashes: checked per request, so cheap), else the same vocabulary."""
+    if draft.manifest.vocab_size > target.manifest.vocab_size:
+        return False
+    files = [m.manifest.files.get(m.manifest.tokenizer_file) for m in (draft, target)]
+    if all(files) and files[0].sha256 == files[1].sha256:
+        return True
+    return draft.tokenizer.vocab() == target.tokenizer.vocab()
 
 
 @dataclass

@@ -177,12 +177,16 @@ def test_bad_speculate_options_are_named(builds, model):
 
 def test_speculation_is_refused_where_several_token_runs_compute_otherwise(builds):
     """int4 at accuracy level 4 (int8 activations, the default): onnxruntime's several-row MatMulNBits differs from
-    its one-row kernel (SmolLM2: up to 2.9 logits), so a verified draft would not give the plain answer: refused by
-    name. At level 1 (float activations) a run of tokens equals the one-token steps."""
+    its one-row kernel (SmolLM2: up to 2.9 logits), and fp16 packages by up to 0.08, so a verified draft would not
+    give the plain answer: refused by name. At level 1 (float activations) a run of tokens equals the one-token
+    steps."""
     level4 = load(builds.package("tiny-llama", "int4"))
     assert level4.manifest.quantization.accuracy_level == 4
     with pytest.raises(GenerationError, match="re-export with --accuracy-level 1"):
         level4.chat([{"role": "user", "content": "hi"}], speculate="prompt-lookup")
+    fp16 = load(builds.package("tiny-llama", "fp16"))  # fp16 activations: SmolLM2 measured 0.08 logits apart
+    with pytest.raises(GenerationError, match="fp16 packages do not"):
+        fp16.chat([{"role": "user", "content": "hi"}], speculate="prompt-lookup")
 
 
 def test_the_api_reports_what_speculation_did(model):
