@@ -13,7 +13,7 @@ def _label(r: BenchRow) -> str:
     return f"{r.engine} {r.model} {r.quant} {r.ep} t{r.threads or 'auto'}"
 
 
-def write_plots(rows: list[BenchRow], folder: str | Path) -> list[Path]:
+def _pyplot():
     try:
         import matplotlib
 
@@ -21,6 +21,11 @@ def write_plots(rows: list[BenchRow], folder: str | Path) -> list[Path]:
         import matplotlib.pyplot as plt
     except ImportError:
         raise BenchError("--plot needs matplotlib (pip install 'edgelm[bench]')") from None
+    return plt
+
+
+def write_plots(rows: list[BenchRow], folder: str | Path) -> list[Path]:
+    plt = _pyplot()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     series: dict[str, list[BenchRow]] = defaultdict(list)
@@ -58,3 +63,30 @@ def write_plots(rows: list[BenchRow], folder: str | Path) -> list[Path]:
     fig.savefig(memory, dpi=110)
     plt.close(fig)
     return [speed, memory]
+
+
+def speed_vs_quality(rows: list[BenchRow], path: str | Path) -> Path:
+    """One figure: decode tok/s against perplexity, a colour per device, each point a package (fleet rows)."""
+    plt = _pyplot()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    devices: dict[str, list[BenchRow]] = defaultdict(list)
+    for r in rows:
+        devices[str(r.provenance.get("device", r.ep))].append(r)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for device, rs in sorted(devices.items()):
+        points = [r for r in rs if r.perplexity is not None]
+        ax.scatter([r.decode_tps.median for r in points], [r.perplexity for r in points], label=device, s=36)
+        for r in points:
+            name = r.provenance.get("fleet", {}).get("label", r.model).split("@")[0]
+            ax.annotate(name, (r.decode_tps.median, r.perplexity), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+    ax.set(xlabel="decode tok/s (median of rounds)", ylabel="perplexity (shipped corpus; lower is better)",
+           title="speed vs quality per device")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="device")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

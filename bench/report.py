@@ -39,10 +39,18 @@ COLUMNS: tuple[tuple[str, Callable[[BenchRow], str]], ...] = (
 )
 
 
+# shown only when a row has them: where a fleet row ran (edgelm.fleet)
+OPTIONAL_COLUMNS: tuple[tuple[str, Callable[[BenchRow], str]], ...] = (
+    ("device", lambda r: str(r.provenance.get("device", ""))),
+    ("row", lambda r: str(r.provenance.get("fleet", {}).get("label", ""))),
+)
+
+
 def to_markdown(rows: list[BenchRow]) -> str:
-    head = [name for name, _ in COLUMNS]
+    columns = [c for c in OPTIONAL_COLUMNS if any(c[1](r) for r in rows)] + list(COLUMNS)
+    head = [name for name, _ in columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    lines += ["| " + " | ".join(cell(r) for _, cell in COLUMNS) + " |" for r in rows]
+    lines += ["| " + " | ".join(cell(r) for _, cell in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -67,3 +67,7 @@ def first_line(exc: BaseException, limit: int | None = 300) -> str:
     For wrapping errors from onnxruntime, optimum and plugins into one-line typed errors."""
     lines = str(exc).strip().splitlines()
     return (lines[0] if lines else "")[:limit]
+
+
+class PlanError(EdgeLMError):
+    """A fleet plan that cannot be run as written (an unknown field, an empty matrix, a resource no worker has)."""

@@ -67,8 +67,11 @@ class Delta:
 # Where speculation's verification (a run of several tokens) computes what one-token steps compute, so a verified
 # draft gives the plain answer: quantization mode -> the MatMulNBits accuracy levels that do (None: any). Measured
 # on SmolLM2, one run of 92 tokens against 92 single steps: fp32 and int4 at level 1 (float32 activations) within
-# 1.2e-4 logits; int4 at level 4 (int8 activations) up to 2.9 apart, fp16 up to 0.08 apart: refused, as is any
-# provider but the CPU and the static NPU graphs (not measured).
+# 1.2e-4 logits; int4 at level 4 (int8 activations) 2-3 apart, fp16 up to 0.08 apart: refused, as is any provider
+# but the CPU and the static NPU graphs (not measured). The level-4 cause is not MatMulNBits' rows (its several-row
+# and one-row results are bitwise equal at block 32, 1e-6 apart at 128) but any rounding difference upstream
+# (GroupQueryAttention's one-token path: 3e-8 in layer 0), which int8 activations amplify layer by layer; even
+# runs of 3 or 5 tokens differ from one run of 92 by 2.7 / 1.8 logits, so no grouping of plain steps would match.
 EXACT_VERIFY = {"fp32": None, "int4": (0, 1), "int8": (0, 1)}
 
 
@@ -205,9 +208,10 @@ class Model:
                     "exported with --accuracy-level 1")
         levels = EXACT_VERIFY[q.mode]
         if levels is not None and (q.accuracy_level or 0) not in levels:
-            return (f"this package's MatMulNBits run at accuracy level {q.accuracy_level}, where onnxruntime's "
-                    "several-row kernel differs from its one-row kernel (SmolLM2 int4 at level 4: up to 2.9 logits "
-                    "apart); re-export with --accuracy-level 1 to use speculation")
+            return (f"this package's MatMulNBits run at accuracy level {q.accuracy_level} (int8 activations), which turns "
+                    "onnxruntime's small differences between a run of several tokens and one-token steps (3e-8 in the "
+                    "first layer's attention) into different logits (SmolLM2 int4: 2-3 apart over 92 tokens); "
+                    "re-export with --accuracy-level 1 to use speculation")
         return None
 
     # -- generation ----------------------------------------------------------------------------

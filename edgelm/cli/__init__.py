@@ -14,7 +14,7 @@ import sys
 from edgelm.errors import EdgeLMError, UsageError
 
 # subcommand modules of edgelm.cli, in the order --help lists them; each has add(subparsers) and run(args)
-SUBCOMMANDS = ("export", "run", "chat", "serve", "bench", "eval", "info", "demo")
+SUBCOMMANDS = ("export", "run", "chat", "serve", "bench", "eval", "plan", "worker", "info", "demo")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -176,8 +176,8 @@ def test_bad_speculate_options_are_named(builds, model):
 
 
 def test_speculation_is_refused_where_several_token_runs_compute_otherwise(builds):
-    """int4 at accuracy level 4 (int8 activations, the default): onnxruntime's several-row MatMulNBits differs from
-    its one-row kernel (SmolLM2: up to 2.9 logits), and fp16 packages by up to 0.08, so a verified draft would not
+    """int4 at accuracy level 4 (int8 activations, the default) amplifies onnxruntime's small differences between a
+    run of tokens and one-token steps (SmolLM2: 2-3 logits), fp16 packages differ by up to 0.08, so a verified draft would not
     give the plain answer: refused by name. At level 1 (float activations) a run of tokens equals the one-token
     steps."""
     level4 = load(builds.package("tiny-llama", "int4"))
