@@ -160,6 +160,10 @@ def _row(engine, package, info, ep, threads, pp, tg, load_s, rounds, peak_rss) -
     decode = [sum(r["steps_s"]) for r in rounds]
     kv = info.get("kv_bytes_per_token")
     weights = info.get("weight_bytes_per_token")
+    if weights is None and info.get("weights_graph"):  # a peer's graph, counted here (not in its process)
+        from edgelm.weights import per_token_bytes
+
+        weights = per_token_bytes(info["weights_graph"])
     step_median = float(np.median(steps))
     return BenchRow(
         engine=engine,

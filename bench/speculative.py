@@ -107,8 +107,9 @@ def verify_cost(model, ks=(1, 2, 4, 8), reps: int = 10, prompt_tokens: int = 128
 
 
 def report(package: str, draft: str | None = None, rounds: int = 3, tokens: int = 128, threads: int | None = None,
-           ep: str = "cpu", progress: bool = True) -> tuple[str, list[dict]]:
-    """The markdown report and its rows as dicts (for --json)."""
+           ep: str = "cpu", progress: bool = True, prompts: bool = True) -> tuple[str, list[dict]]:
+    """The markdown report and its rows as dicts (for --json); `prompts=False`: the verification cost (and the
+    draft's break-even) only."""
     from edgelm.progress import as_progress
     from edgelm.runtime import load
 
@@ -117,15 +118,17 @@ def report(package: str, draft: str | None = None, rounds: int = 3, tokens: int 
     modes = {"plain": None, "prompt-lookup": "prompt-lookup"}
     if draft_model is not None:
         modes["draft-model"] = draft_model
-    sets = ("grounded", "open")
+    sets = ("grounded", "open") if prompts else ()
     count = rounds * len(modes) * sum(len(PROMPT_SETS[s]) for s in sets)
-    with as_progress(progress).stage("speculative decoding: prompt sets x modes x rounds", count, "answer") as bar:
-        results = effective(model, modes, rounds, tokens, sets, bar)
+    results = []
+    if sets:
+        with as_progress(progress).stage("speculative decoding: prompt sets x modes x rounds", count, "answer") as bar:
+            results = effective(model, modes, rounds, tokens, sets, bar)
     cost = verify_cost(model)
     lines = [f"Speculative decoding, {package}: greedy, {tokens} tokens an answer, {rounds} rounds (+1 warm-up), "
              f"modes interleaved prompt by prompt", "",
              "| prompt set | mode | decode tok/s (median) | min-max | vs plain | acceptance | kept / run | "
-             "answers != plain |", "|---|---|---|---|---|---|---|---|"]
+             "answers != plain |", "|---|---|---|---|---|---|---|---|"] if sets else [f"Speculative decoding, {package}"]
     rows = []
     for s in sets:
         plain = next(r for r in results if r.prompt_set == s and r.mode == "plain").median

@@ -33,17 +33,9 @@ def save_onnx(model, folder: Path, name: str = MODEL_FILE) -> None:
 
 def weight_stats(model) -> WeightStats:
     """Total constant bytes, and the bytes one decode step reads (Gather-only tables contribute a row)."""
-    from onnx import numpy_helper
+    from edgelm.weights import weight_stats as count
 
-    sizes = {t.name: numpy_helper.to_array(t).nbytes for t in model.graph.initializer}
-    consumers: dict[str, set[str]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            if name in sizes:
-                consumers.setdefault(name, set()).add(node.op_type)
-    gather_only = {n for n, ops in consumers.items() if ops <= {"Gather", "GatherBlockQuantized"}}
-    total = sum(sizes.values())
-    return WeightStats(total=total, per_token=total - sum(sizes[n] for n in gather_only))
+    return count(model.graph)
 
 
 def copy_support_files(source: ModelSource, folder: Path) -> None:

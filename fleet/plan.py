@@ -5,7 +5,7 @@
     [eval]     perplexity = true, window = 256
     [[source]]  name = "smollm2", model = "build/smollm2-hf"       (or synthetic = "tiny-qwen2", seed = 0)
     [[variant]] name = "int4", quant = "int4", accuracy_level = 4  (any key of VARIANT_FIELDS)
-    [[target]]  name = "laptop-cpu", provider = "cpu"               (needs = { qnn = 1 }: a worker resource)
+    [[target]]  name = "laptop-cpu", provider = "cpu", threads = 2  (needs = { phone = 1 }: a worker resource)
 
 Rows are every source x variant x target (a target's `variants` list narrows it). Every key is checked: one the
 plan does not know is an error naming the ones it does, never ignored.
@@ -70,6 +70,7 @@ class Target:
     provider: str = "cpu"
     needs: tuple[tuple[str, float], ...] = ()  # Dask worker resources a row needs, beyond a machine slot
     variants: tuple[str, ...] | None = None  # only these variants run here (None: all)
+    threads: int | None = None  # the bench's intra-op threads here (None: [bench] threads)
 
 
 @dataclass(frozen=True)
@@ -233,13 +234,13 @@ def _variant(table: dict) -> Variant:
 
 def _target(table: dict) -> Target:
     name = _named(table, "target")
-    _known(table, {"name", "provider", "needs", "variants"}, f"target {name!r}")
+    _known(table, {"name", "provider", "needs", "variants", "threads"}, f"target {name!r}")
     needs = table.get("needs", {})
     if not isinstance(needs, dict) or not all(isinstance(v, (int, float)) and v > 0 for v in needs.values()):
         raise PlanError(f"target {name!r}: needs must be a table of positive numbers, e.g. needs = {{ qnn = 1 }}")
     variants = table.get("variants")
     return Target(name, str(table.get("provider", "cpu")), tuple(sorted((k, float(v)) for k, v in needs.items())),
-                  tuple(variants) if variants is not None else None)
+                  tuple(variants) if variants is not None else None, table.get("threads"))
 
 
 def _settings(cls, table: dict, where: str):

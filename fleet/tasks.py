@@ -89,7 +89,7 @@ def bench_task(ref: PackageRef, row: Row, settings: BenchSettings, quality: dict
 
     package = materialize(ref, cache_folder())
     config = BenchConfig(prompt_tokens=(settings.prompt,), gen_tokens=(settings.tokens,),
-                         threads=(settings.threads,), eps=(row.target.provider,),
+                         threads=(row.target.threads or settings.threads,), eps=(row.target.provider,),
                          repetitions=settings.repetitions, warmup=settings.warmup)
     started = time.time()
     result = run_bench([package], config, roofline=_ROOFLINE)

@@ -22,9 +22,9 @@ from tests.conftest import run_cli
 
 QUESTION = "What is the capital of France?"
 MIN_TOP1 = {"fp32": 0.999, "int8": 0.93, "int4": 0.65}
-# HTP (QNN simulator) against the fp32 package, teacher-forced top-1 over 64 positions: measured 0.844 (54/64;
-# 0.859 with the earlier two-graph layout)
-HTP_VS_FP32 = 0.80
+# HTP (QNN simulator) against transformers' fp32 forward, teacher-forced top-1 over the self-check's 333 positions:
+# measured 0.781 (against the fp32 package over 64 positions it measured 0.844)
+HTP_VS_FP32 = 0.75
 PROMPTS = (
     "Tell me about the river Seine.",
     "What is the capital of France?",
@@ -129,19 +129,11 @@ def test_npu_package_runs_whole_on_the_qnn_htp(builds):
     assert variation < 0.5 and int(first["htp"].argmax()) in top3  # measured 0.447 (one graph, chunk 32)
     out = list(htp.stream_ids(ids, max_new_tokens=3, ignore_eos=True))  # through the one-token decode graph
     assert len(out) == 3 and htp.decoder.runs["decode"] >= 2
-    # against the float model, not only the CPU EP's run of the same QDQ graphs: teacher-forced top-1 over
-    # fp32's 32 greedy tokens after two chat prompts (docs/providers.md: 0.828 over four)
-    fp32, hits = load(builds.package("smollm2", "fp32")), []
-    for text in (QUESTION, PROMPTS[2]):
-        prompt = fp32.encode_prompt(text, chat=True)
-        seq = prompt + list(fp32.stream_ids(prompt, max_new_tokens=32, ignore_eos=True))
-        for model in (fp32, htp):
-            model.decoder.reset()
-        want = fp32.decoder.forward(seq, last_only=False)[len(prompt) - 1:-1].argmax(-1)
-        hits += list(htp.decoder.forward(seq, last_only=False)[len(prompt) - 1:-1].argmax(-1) == want)
-    agreement = float(np.mean(hits))
-    print(f"HTP vs fp32 package, teacher-forced top-1: {agreement:.3f}")
-    assert agreement >= HTP_VS_FP32
+    # against the float model, not only the CPU EP's run of the same QDQ graphs: the export's self-check ran the
+    # HTP teacher-forced over its 333 positions against transformers' fp32 forward: top-1 measured 0.781
+    device = Manifest.load(package).device_quality
+    print(f"HTP vs transformers fp32 (self-check), teacher-forced top-1: {device.top1:.3f}")
+    assert device.provider == "qnn" and device.positions > 300 and device.top1 >= HTP_VS_FP32
     quality = Manifest.load(package).quality  # the export's self-check, CPU EP vs transformers: measured 0.892
     assert quality.top1 >= 0.85 and quality.verdict == "pass"
 
@@ -167,7 +159,7 @@ def test_exporting_the_gguf_file_directly_gives_the_hf_folder_package(builds, tm
     from edgelm.export.gguf import smollm2_gguf
 
     before = set(Path(tempfile.gettempdir()).glob("edgelm-gguf-*"))
-    run_cli("export", smollm2_gguf(), "-o", tmp_path / "pkg", "-q", check=True)
+    run_cli("export", smollm2_gguf(), "-o", tmp_path / "pkg", "-q", "--no-check", check=True)  # bytes compared
     assert (tmp_path / "pkg" / "model.onnx.data").read_bytes() == \
         (builds.package("smollm2", "int4") / "model.onnx.data").read_bytes()
     assert Manifest.load(tmp_path / "pkg").source["model"].endswith(".gguf")

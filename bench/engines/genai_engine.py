@@ -35,6 +35,12 @@ class GenaiEngine(Engine):
     def vocab_size(self) -> int:
         return int(json.loads((Path(self.target) / "genai_config.json").read_text())["model"]["vocab_size"])
 
+    def info(self) -> dict:
+        """Its decoder graph, whose constant bytes per decode step the coordinator counts (bench.weights), not
+        this process: reading the graph here would add to the peak memory measured for genai."""
+        decoder = json.loads((Path(self.target) / "genai_config.json").read_text())["model"]["decoder"]
+        return {"weights_graph": str(Path(self.target) / decoder["filename"])}
+
     def reset(self) -> None:
         params = self.og.GeneratorParams(self.model)
         # its KV cache is preallocated to max_length, like edgelm's shared cache (DEFAULT_CAPACITY tokens)

@@ -102,7 +102,8 @@ def _bench_spec(args) -> int:
     if args.draft and not Path(args.draft).is_dir():
         raise UsageError(f"--draft {args.draft} is not a package folder")
     text, rows = report(args.package[1], args.draft, rounds=args.r or 3, tokens=args.n[0] if args.n else 128,
-                        threads=args.t[0] if args.t else None, ep=(args.ep or "cpu"), progress=not args.quiet)
+                        threads=args.t[0] if args.t else None, ep=(args.ep or "cpu"), progress=not args.quiet,
+                        prompts=not args.cost_only)
     print(text, end="")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
@@ -163,5 +164,7 @@ def add(sub) -> None:
     p.add_argument("--ref", metavar="REF", help="reference package or HF folder for agreement")
     p.add_argument("--draft", metavar="DIR", help="bench spec: a smaller package sharing the tokenizer, as a draft "
                    "model")
+    p.add_argument("--cost-only", action="store_true", help="bench spec: the verification cost and a draft's "
+                   "break-even only, no prompt sets (random-weight packages: their acceptance would mean nothing)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

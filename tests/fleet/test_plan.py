@@ -13,7 +13,7 @@ PLAN = {
     "name": "t",
     "source": [{"name": "a", "synthetic": "tiny-llama"}, {"name": "b", "synthetic": "tiny-qwen2", "seed": 1}],
     "variant": [{"name": "int4", "quant": "int4", "accuracy_level": 1}, {"name": "fp32", "quant": "fp32"}],
-    "target": [{"name": "laptop"}, {"name": "phone", "needs": {"phone": 1}, "variants": ["int4"]}],
+    "target": [{"name": "laptop", "threads": 2}, {"name": "phone", "needs": {"phone": 1}, "variants": ["int4"]}],
     "bench": {"prompt": 16, "tokens": 8},
 }
 
