@@ -66,26 +66,35 @@ def write_plots(rows: list[BenchRow], folder: str | Path) -> list[Path]:
 
 
 def speed_vs_quality(rows: list[BenchRow], path: str | Path) -> Path:
-    """One figure: decode tok/s against perplexity, a colour per device, each point a package (fleet rows)."""
+    """One figure: decode tok/s against perplexity, a colour per device and a marker per target, each point a
+    package (fleet rows)."""
     plt = _pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    devices: dict[str, list[BenchRow]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[BenchRow]] = defaultdict(list)
     for r in rows:
-        devices[str(r.provenance.get("device", r.ep))].append(r)
+        fleet = r.provenance.get("fleet", {})
+        groups[str(r.provenance.get("device", r.ep)), str(fleet.get("target", ""))].append(r)
+    devices = sorted({d for d, _ in groups})
+    targets = sorted({t for _, t in groups})
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    markers = "os^DvP*X"
     fig, ax = plt.subplots(figsize=(7, 5))
-    for device, rs in sorted(devices.items()):
+    for (device, target), rs in sorted(groups.items()):
         points = [r for r in rs if r.perplexity is not None]
-        ax.scatter([r.decode_tps.median for r in points], [r.perplexity for r in points], label=device, s=36)
+        ax.scatter([r.decode_tps.median for r in points], [r.perplexity for r in points], s=36,
+                   color=colours[devices.index(device) % len(colours)],
+                   marker=markers[targets.index(target) % len(markers)],
+                   label=f"{device} · {target}" if target else device)
         for r in points:
             name = r.provenance.get("fleet", {}).get("label", r.model).split("@")[0]
             ax.annotate(name, (r.decode_tps.median, r.perplexity), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")
     ax.set(xlabel="decode tok/s (median of rounds)", ylabel="perplexity (shipped corpus; lower is better)",
-           title="speed vs quality per device")
+           title="speed vs quality: a colour per device, a marker per target")
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, title="device")
+    ax.legend(fontsize=8, title="device · target")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

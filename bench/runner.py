@@ -68,16 +68,14 @@ def run_bench(
     config: BenchConfig = BenchConfig(),
     peers: dict[str, str | None] | None = None,
     progress: bool | Progress = False,
-    roofline: dict[int, float] | None = None,
 ) -> BenchResult:
-    """Benchmark every package (and each peer engine -> its target) over every configuration. `roofline`:
-    read bandwidths already measured on this machine (threads -> GB/s); new ones are added to it."""
+    """Benchmark every package (and each peer engine -> its target) over every configuration."""
     if min(config.prompt_tokens + config.gen_tokens) < 1 or config.repetitions < 1:
         raise BenchError("-p, -n and -r must be at least 1")
     result = BenchResult()
     todo = jobs([str(p) for p in packages], config)
     progress = as_progress(progress)
-    roofline = {} if roofline is None else roofline  # threads -> GB/s, measured once a run (or a caller's)
+    roofline: dict[int, float] = {}  # threads -> GB/s, measured once a run
     for package, ep, threads, pp, tg in todo:
         count = threads or physical_cores()
         if count not in roofline:

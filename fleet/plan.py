@@ -229,6 +229,10 @@ def _source(table: dict, folder: Path) -> Source:
 def _variant(table: dict) -> Variant:
     name = _named(table, "variant")
     _known(table, {"name", *VARIANT_FIELDS}, f"variant {name!r}")
+    for key, value in table.items():
+        if not isinstance(value, (str, int, float, bool)):
+            raise PlanError(f"variant {name!r}: {key} must be a single value (a string, number or true/false), "
+                            f"not {value!r}")
     return Variant(name, tuple(sorted((k, v) for k, v in table.items() if k != "name")))
 
 
@@ -239,8 +243,11 @@ def _target(table: dict) -> Target:
     if not isinstance(needs, dict) or not all(isinstance(v, (int, float)) and v > 0 for v in needs.values()):
         raise PlanError(f"target {name!r}: needs must be a table of positive numbers, e.g. needs = {{ qnn = 1 }}")
     variants = table.get("variants")
+    threads = table.get("threads")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise PlanError(f"target {name!r}: threads must be a positive whole number, not {threads!r}")
     return Target(name, str(table.get("provider", "cpu")), tuple(sorted((k, float(v)) for k, v in needs.items())),
-                  tuple(variants) if variants is not None else None, table.get("threads"))
+                  tuple(variants) if variants is not None else None, threads)
 
 
 def _settings(cls, table: dict, where: str):

@@ -101,7 +101,10 @@ def run_plan(plan: Plan, scheduler: str | None = None, client=None, progress: bo
 def _submit_and_collect(plan, todo, fingerprints, store, results, client, out: PlanResult, progress) -> None:
     from distributed import as_completed
 
-    workers = client.scheduler_info(n_workers=-1)["workers"]
+    try:
+        workers = client.scheduler_info(n_workers=-1)["workers"]  # every worker (newer distributed lists a few)
+    except TypeError:  # distributed before n_workers: lists them all
+        workers = client.scheduler_info()["workers"]
     export_needs = {MACHINE: EXPORT_SHARE, MEMORY: plan.export_memory_gib}
     exports, benches = {}, {}
     for row in todo:

@@ -20,8 +20,6 @@ from edgelm.errors import ExportError
 from edgelm.fleet.plan import BenchSettings, EvalSettings, Row, Source, Variant
 from edgelm.fleet.store import PackageRef, complete, describe, materialize
 
-_ROOFLINE: dict[int, float] = {}  # this worker process's read bandwidth per thread count, measured once
-
 
 def cache_folder() -> Path:
     """Where packages that travelled through Dask are kept on this worker."""
@@ -92,7 +90,7 @@ def bench_task(ref: PackageRef, row: Row, settings: BenchSettings, quality: dict
                          threads=(row.target.threads or settings.threads,), eps=(row.target.provider,),
                          repetitions=settings.repetitions, warmup=settings.warmup)
     started = time.time()
-    result = run_bench([package], config, roofline=_ROOFLINE)
+    result = run_bench([package], config)  # its own roofline: the machine's read bandwidth now, not at the first row
     finished = time.time()
     bench = result.rows[0]
     fleet = {"row": row.id, "label": row.label, "source": row.source.name, "variant": row.variant.name,

@@ -102,6 +102,15 @@ def test_a_plan_runs_where_its_resources_are_survives_a_lost_worker_and_resumes(
     status = json.loads((tmp_path / "results.status.json").read_text())
     assert {v["status"] for v in status.values()} == {"done"} and len(status) == 12
 
+    # one merged table through the bench printers (device and row columns), and the speed/quality figure
+    from edgelm.bench.plots import speed_vs_quality
+    from edgelm.bench.report import from_markdown, render
+
+    cells = from_markdown(render(result.rows, "md"))
+    assert [c["device"] for c in cells] == [r.provenance["device"] for r in result.rows] and "phone-c" in str(cells)
+    assert sorted(c["row"] for c in cells) == labels
+    assert speed_vs_quality(result.rows, tmp_path / "fleet.png").stat().st_size > 10_000
+
     # resume: a second run finds every row done and runs nothing
     again = run_plan(plan, client=client, progress=False, announce=lambda *_: None)
     assert again.skipped == 12 and again.exports == 0 and len(again.rows) == 12

@@ -47,6 +47,8 @@ def test_variant_keys_reach_the_export_config():
     ({"target": [{"name": "t", "needs": {"qnn": 0}}]}, "positive numbers"),
     ({"variant": [{"name": "v"}, {"name": "v"}]}, "share a name"),
     ({"target": []}, r"at least one \[\[target\]\]"),
+    ({"variant": [{"name": "v", "quant": ["int4"]}]}, "must be a single value"),
+    ({"target": [{"name": "t", "threads": 0}]}, "positive whole number"),
 ])
 def test_a_plan_it_cannot_run_as_written_is_refused_by_name(change, message):
     with pytest.raises(PlanError, match=message):
@@ -97,3 +99,13 @@ def test_a_package_that_travels_is_verified_on_arrival(builds, tmp_path):
     assert big.blob is None
     with pytest.raises(PackageError, match="give every worker the plan's store folder"):
         materialize(big.__class__(**{**big.__dict__, "folder": str(tmp_path / "nowhere")}), tmp_path / "cache")
+
+
+def test_the_cli_refuses_a_bad_plan_in_one_line(tmp_path):
+    from tests.conftest import run_cli
+
+    (tmp_path / "p.toml").write_text('[[source]]\nname = "s"\nsynthetic = "tiny-llama"\n[[variant]]\nname = "v"\n'
+                                     'quant = "int4"\nbits = 3\n[[target]]\nname = "t"\n')
+    proc = run_cli("plan", tmp_path / "p.toml")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "edgelm: error: variant 'v': unknown key(s) ['bits']" in proc.stderr
