@@ -18,6 +18,7 @@ from edgelm.errors import PlanError
 MACHINE = "machine"  # the resource a bench task takes whole
 MEMORY = "memory"
 EXPORT_SHARE = 0.5  # of MACHINE: two exports or evals at once on a worker, none beside a bench
+CAPABILITY = 0.001  # what a task asks of a provider resource: it must be there, but any number may use it
 
 
 def require_dask():

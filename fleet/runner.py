@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgelm.bench.schema import BenchRow
-from edgelm.fleet.cluster import EXPORT_SHARE, MACHINE, MEMORY, has_dashboard, local_cluster, require_dask
+from edgelm.fleet.cluster import CAPABILITY, EXPORT_SHARE, MACHINE, MEMORY, has_dashboard, local_cluster, require_dask
 from edgelm.fleet.plan import Plan, Row
 from edgelm.fleet.store import package_key, source_fingerprint
 from edgelm.fleet.tasks import bench_task, eval_task, export_task
@@ -46,8 +46,9 @@ def read_done(path: Path) -> list[BenchRow]:
 
 
 def needs(row: Row, bench: bool) -> dict[str, float]:
-    """The Dask resources a row's bench (whole machine) or eval (a share) takes."""
-    return {MACHINE: 1.0 if bench else EXPORT_SHARE, row.target.provider: 1.0, **row.resources()}
+    """The Dask resources a row's bench (whole machine) or eval (a share) takes. The provider is a capability,
+    not a count: a sliver of it, so it places the task without limiting how many run (the machine does that)."""
+    return {MACHINE: 1.0 if bench else EXPORT_SHARE, row.target.provider: CAPABILITY, **row.resources()}
 
 
 def _offered(workers: dict, want: dict[str, float]) -> bool:

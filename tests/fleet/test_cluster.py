@@ -33,7 +33,7 @@ def plan_for(tmp_path, **extra):
                     {"name": "int8", "quant": "int8", "check": False},
                     {"name": "int4", "quant": "int4", "check": False}],
         "target": [{"name": "laptop"}, {"name": "phone", "needs": {"phone": 1}}],
-        "bench": {"prompt": 16, "tokens": 16, "repetitions": 2, "threads": 1},
+        "bench": {"prompt": 16, "tokens": 8, "repetitions": 1, "threads": 1},
         "eval": {"window": 32},
         **extra,
     }, folder=tmp_path)
@@ -86,15 +86,7 @@ def test_a_plan_runs_where_its_resources_are_survives_a_lost_worker_and_resumes(
     assert len({r.provenance["fleet"]["package_key"] for r in result.rows}) == 6
     assert len([p for p in (tmp_path / "store").iterdir() if not p.name.startswith(".")]) == 6
 
-    # no two bench tasks overlapped in time on one worker (each holds the whole `machine` resource)
-    spans = defaultdict(list)
-    for r in result.rows:
-        f = r.provenance["fleet"]
-        spans[r.provenance["worker"]].append((f["started"], f["finished"]))
-    for worker, intervals in spans.items():
-        intervals.sort()
-        for (_, end), (start, _) in zip(intervals, intervals[1:]):
-            assert start >= end, f"two bench tasks overlapped on {worker}"
+    assert_no_bench_overlaps(result.rows)
 
     # the rows are real bench rows with an eval: measured speed and a perplexity through the row's provider
     for r in result.rows:
@@ -116,6 +108,33 @@ def test_a_plan_runs_where_its_resources_are_survives_a_lost_worker_and_resumes(
     assert again.skipped == 12 and again.exports == 0 and len(again.rows) == 12
 
 
+def assert_no_bench_overlaps(rows):
+    """No two bench tasks overlapped in time on one worker (each holds the whole `machine` resource)."""
+    spans = defaultdict(list)
+    for r in rows:
+        f = r.provenance["fleet"]
+        spans[r.provenance["worker"]].append((f["started"], f["finished"]))
+    for worker, intervals in spans.items():
+        intervals.sort()
+        for (_, end), (start, _) in zip(intervals, intervals[1:]):
+            assert start >= end, f"two bench tasks overlapped on {worker}"
+
+
+def test_benches_ready_together_on_one_worker_run_one_at_a_time(client, tmp_path):
+    """Four rows of one package, all on the one `phone` worker (two task threads; `phone` asked as a capability,
+    0.001, so it places without serializing): benches become ready while others run there; the machine resource
+    makes them take turns (planted: a bench asking for half the machine, as an eval does, overlaps here)."""
+    plan = plan_for(tmp_path, source=[{"name": "llama", "synthetic": "tiny-llama"}],
+                    variant=[{"name": "int4", "quant": "int4", "check": False}],
+                    target=[{"name": f"phone-{t}", "needs": {"phone": 0.001}, "threads": t} for t in (1, 2, 3, 4)],
+                    bench={"prompt": 16, "tokens": 256, "repetitions": 3})
+    result = run_plan(plan, client=client, progress=False, announce=lambda *_: None)
+    assert result.failed == {} and len(result.rows) == 4 and result.exports == 1
+    assert {r.provenance["device"] for r in result.rows} == {"phone-c"}
+    assert sorted(r.threads for r in result.rows) == [1, 2, 3, 4]  # each target's thread count reached its bench
+    assert_no_bench_overlaps(result.rows)
+
+
 def test_a_row_no_worker_can_run_fails_by_name_and_the_rest_complete(client, tmp_path):
     plan = plan_for(tmp_path, source=[{"name": "llama", "synthetic": "tiny-llama"}],
                     variant=[{"name": "fp32", "quant": "fp32", "check": False}],
@@ -123,4 +142,4 @@ def test_a_row_no_worker_can_run_fails_by_name_and_the_rest_complete(client, tmp
     result = run_plan(plan, client=client, progress=False, announce=lambda *_: None)
     assert [r.provenance["fleet"]["label"] for r in result.rows] == ["llama/fp32@laptop"]
     assert list(result.failed) == ["llama/fp32@gpu"] and "no worker offers" in result.failed["llama/fp32@gpu"]
-    assert "'dml': 1.0" in result.failed["llama/fp32@gpu"]
+    assert "'dml': 0.001" in result.failed["llama/fp32@gpu"]
