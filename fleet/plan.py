@@ -229,11 +229,30 @@ def _source(table: dict, folder: Path) -> Source:
 def _variant(table: dict) -> Variant:
     name = _named(table, "variant")
     _known(table, {"name", *VARIANT_FIELDS}, f"variant {name!r}")
-    for key, value in table.items():
-        if not isinstance(value, (str, int, float, bool)):
-            raise PlanError(f"variant {name!r}: {key} must be a single value (a string, number or true/false), "
-                            f"not {value!r}")
-    return Variant(name, tuple(sorted((k, v) for k, v in table.items() if k != "name")))
+    options = {k: v for k, v in table.items() if k != "name"}
+    defaults = Variant(name).export_config()
+    for key, value in options.items():
+        want = _field_type(defaults, VARIANT_FIELDS[key])
+        if not _fits(value, want):
+            raise PlanError(f"variant {name!r}: {key} must be {want}, not {value!r}")
+    return Variant(name, tuple(sorted(options.items())))
+
+
+def _field_type(config, path: tuple[str, ...]) -> str:
+    """The kind of value ExportConfig holds at `path`: its default's type (a number where the default is None)."""
+    for attr in path:
+        config = getattr(config, attr)
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}.get(
+        type(config), "a number")
+
+
+def _fits(value, want: str) -> bool:
+    if want == "true or false":
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    return {"a whole number": isinstance(value, int), "a string": isinstance(value, str)}.get(
+        want, isinstance(value, (int, float)))
 
 
 def _target(table: dict) -> Target:

@@ -45,6 +45,13 @@ def read_done(path: Path) -> list[BenchRow]:
     return rows
 
 
+def done_rows(path: Path, keys: dict[str, str]) -> list[BenchRow]:
+    """The results file's rows of this plan (`keys`: row id -> package key) that measured the package the row names
+    now: a row whose source content or export options changed since is run again."""
+    return [r for r in read_done(path) if keys.get(r.provenance["fleet"]["row"]) == r.provenance["fleet"].get(
+        "package_key")]
+
+
 def needs(row: Row, bench: bool) -> dict[str, float]:
     """The Dask resources a row's bench (whole machine) or eval (a share) takes. The provider is a capability,
     not a count: a sliver of it, so it places the task without limiting how many run (the machine does that)."""
@@ -65,18 +72,18 @@ def run_plan(plan: Plan, scheduler: str | None = None, client=None, progress: bo
     start = time.perf_counter()
     results = plan.path(plan.results)
     store = plan.path(plan.store).resolve()
-    done = read_done(results)
-    done_ids = {r.provenance["fleet"]["row"] for r in done}
     rows = plan.rows()
+    cache = store / ".source-hashes.json"
+    fingerprints = {s.name: source_fingerprint(s, cache) for s in {r.source for r in rows}}
+    keys = {r.id: package_key(fingerprints[r.source.name], r.variant) for r in rows}
+    done = done_rows(results, keys)
+    done_ids = {r.provenance["fleet"]["row"] for r in done}
     todo = [r for r in rows if r.id not in done_ids]
-    out = PlanResult(rows=[r for r in done if r.provenance["fleet"]["row"] in {x.id for x in rows}],
-                     skipped=len(rows) - len(todo))
+    out = PlanResult(rows=done, skipped=len(rows) - len(todo))
     if not todo:
         announce(f"all {len(rows)} rows of {plan.name} are in {results}: nothing to run")
         out.wall_s = time.perf_counter() - start
         return out
-    cache = store / ".source-hashes.json"
-    fingerprints = {s.name: source_fingerprint(s, cache) for s in {r.source for r in todo}}
     owned = None
     if client is None:
         with dask.config.set({"distributed.scheduler.allowed-failures": plan.allowed_failures}):
@@ -89,7 +96,7 @@ def run_plan(plan: Plan, scheduler: str | None = None, client=None, progress: bo
         out.dashboard = client.dashboard_link if has_dashboard() else None
         if out.dashboard:
             announce(f"Dask dashboard: {out.dashboard}")
-        _submit_and_collect(plan, todo, fingerprints, store, results, client, out, progress)
+        _submit_and_collect(plan, todo, keys, store, results, client, out, progress)
     finally:
         if owned is not None:
             client.close()
@@ -99,7 +106,7 @@ def run_plan(plan: Plan, scheduler: str | None = None, client=None, progress: bo
     return out
 
 
-def _submit_and_collect(plan, todo, fingerprints, store, results, client, out: PlanResult, progress) -> None:
+def _submit_and_collect(plan, todo, keys, store, results, client, out: PlanResult, progress) -> None:
     from distributed import as_completed
 
     try:
@@ -114,7 +121,7 @@ def _submit_and_collect(plan, todo, fingerprints, store, results, client, out: P
             out.failed[row.label] = (f"no worker offers {missing[0]} (workers: "
                                      f"{ {w.get('name'): w.get('resources') for w in workers.values()} })")
             continue
-        key = package_key(fingerprints[row.source.name], row.variant)
+        key = keys[row.id]
         if key not in exports:
             exports[key] = client.submit(export_task, row.source, row.variant, str(store), key, plan.transfer_mib,
                                          key=f"export-{row.source.name}-{row.variant.name}-{key}",

@@ -54,8 +54,8 @@ def source_fingerprint(source: Source, cache: Path | None = None) -> dict:
     for f in files:
         st = f.stat()
         stamp = f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}"
-        digests[str(f.relative_to(path)) if path.is_dir() else f.name] = known.get(stamp) or sha256_file(f)
-        known[stamp] = digests[str(f.relative_to(path)) if path.is_dir() else f.name]
+        known[stamp] = known.get(stamp) or sha256_file(f)
+        digests[str(f.relative_to(path)) if path.is_dir() else f.name] = known[stamp]
     if cache:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".tmp-{os.getpid()}")

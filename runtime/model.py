@@ -68,10 +68,11 @@ class Delta:
 # draft gives the plain answer: quantization mode -> the MatMulNBits accuracy levels that do (None: any). Measured
 # on SmolLM2, one run of 92 tokens against 92 single steps: fp32 and int4 at level 1 (float32 activations) within
 # 1.2e-4 logits; int4 at level 4 (int8 activations) 2-3 apart, fp16 up to 0.08 apart: refused, as are the static
-# NPU graphs (up to 0.1 apart on the QNN HTP simulator) and any provider but the CPU (not measured). The level-4 cause is not MatMulNBits' rows (its several-row
-# and one-row results are bitwise equal at block 32, 1e-6 apart at 128) but any rounding difference upstream
-# (GroupQueryAttention's one-token path: 3e-8 in layer 0), which int8 activations amplify layer by layer; even
-# runs of 3 or 5 tokens differ from one run of 92 by 2.7 / 1.8 logits, so no grouping of plain steps would match.
+# NPU graphs (up to 0.1 apart on the QNN HTP simulator) and any provider but the CPU (not measured). The level-4
+# cause is not MatMulNBits' rows (its several-row and one-row results are bitwise equal at block 32, 1e-6 apart at
+# 128) but any rounding difference upstream (GroupQueryAttention's one-token path: 3e-8 in layer 0), which int8
+# activations amplify layer by layer; even runs of 3 or 5 tokens differ from one run of 92 by 2.7 / 1.8 logits,
+# so no grouping of plain steps would match.
 EXACT_VERIFY = {"fp32": None, "int4": (0, 1), "int8": (0, 1)}
 
 

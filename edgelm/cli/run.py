@@ -44,7 +44,7 @@ EXAMPLES = (
     'edgelm run pkg --prompt "What is the capital of France?" --chat --max-new-tokens 64',
     'edgelm run pkg --prompt "Once upon a time" --temperature 0.8 --top-p 0.95 --seed 1',
     'edgelm run pkg --prompt "List three colors" --chat --stop "3." --json',
-    'edgelm run pkg --prompt "Summarise: ..." --chat --speculate prompt-lookup   # fp32/fp16 or --accuracy-level 1',
+    'edgelm run pkg --prompt "Summarise: ..." --chat --speculate prompt-lookup   # fp32, or --accuracy-level 1',
 )
 
 

@@ -47,7 +47,9 @@ def test_variant_keys_reach_the_export_config():
     ({"target": [{"name": "t", "needs": {"qnn": 0}}]}, "positive numbers"),
     ({"variant": [{"name": "v"}, {"name": "v"}]}, "share a name"),
     ({"target": []}, r"at least one \[\[target\]\]"),
-    ({"variant": [{"name": "v", "quant": ["int4"]}]}, "must be a single value"),
+    ({"variant": [{"name": "v", "quant": ["int4"]}]}, "quant must be a string"),
+    ({"variant": [{"name": "v", "accuracy_level": "4"}]}, "accuracy_level must be a whole number"),
+    ({"variant": [{"name": "v", "symmetric": 1}]}, "symmetric must be true or false"),
     ({"target": [{"name": "t", "threads": 0}]}, "positive whole number"),
 ])
 def test_a_plan_it_cannot_run_as_written_is_refused_by_name(change, message):
@@ -109,3 +111,23 @@ def test_the_cli_refuses_a_bad_plan_in_one_line(tmp_path):
     proc = run_cli("plan", tmp_path / "p.toml")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "edgelm: error: variant 'v': unknown key(s) ['bits']" in proc.stderr
+
+
+def test_resume_reruns_a_row_whose_package_changed(tmp_path):
+    """A finished row counts as done only for the package key it measured: after its source changed (a new key)
+    the row is not skipped; rows of other plans never count."""
+    import json
+    from dataclasses import replace
+
+    from edgelm.bench.report import read_rows
+    from edgelm.fleet.runner import done_rows
+    from tests.conftest import ROOT
+
+    row = read_rows(ROOT / "docs" / "bench-roofline-qwen2.5-0.5b.json")[0]
+    results = tmp_path / "results.jsonl"
+    rows = [replace(row, provenance={**row.provenance, "fleet": {"row": rid, "package_key": "k-old"}})
+            for rid in ("r1", "r2")]
+    results.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in rows) + '{"cut short')
+    assert [r.provenance["fleet"]["row"] for r in done_rows(results, {"r1": "k-old", "r2": "k-old"})] == ["r1", "r2"]
+    assert [r.provenance["fleet"]["row"] for r in done_rows(results, {"r1": "k-new", "r2": "k-old"})] == ["r2"]
+    assert done_rows(results, {"r3": "k-old"}) == []
