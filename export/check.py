@@ -105,9 +105,41 @@ def release_memory() -> None:
         pass
 
 
-def measure(sequences, got: list[np.ndarray], want: list[np.ndarray], starts: list[int], tolerance: float | None):
+def reference_passes(reference, sequences: list[list[int]], starts: list[int], switch: int | None
+                     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(the reference's teacher-forced logits of each sequence, the rows that judge each greedy sequence's tokens).
+
+    A greedy token at position p was generated from the p tokens before it, so its judge is the reference's
+    forward over those p tokens. That equals the teacher-forced row p - 1 unless the model's rotary depends on
+    the total length (longrope: short factors while the length is within `switch`, long past it). There, two
+    forwards judge a greedy sequence exactly: its first `switch` tokens (every p <= switch: short factors, as
+    the generation ran them) and the whole sequence (every p > switch: long factors). Sequences are batched by
+    the factor set they need (transformers picks one for a batch, from its longest row)."""
+    greedy = len(starts)
+    plain = len(sequences) - greedy
+    extra = []  # (greedy index, the sequence cut at the switch)
+    if switch is not None:
+        extra = [(k, seq[:switch]) for k, (seq, start) in enumerate(zip(sequences[plain:], starts))
+                 if start <= switch < len(seq)]
+    runs = list(sequences) + [cut for _, cut in extra]
+    logits: list[np.ndarray | None] = [None] * len(runs)
+    groups = [list(range(len(runs)))] if switch is None else [
+        [i for i, seq in enumerate(runs) if (len(seq) > switch) == long] for long in (False, True)]
+    for group in (g for g in groups if g):
+        for i, rows in zip(group, reference.logits([runs[i] for i in group])):
+            logits[i] = rows
+    want = logits[:len(sequences)]
+    judge = list(want[plain:])
+    for (k, cut), rows in zip(extra, logits[len(sequences):]):
+        judge[k] = np.concatenate([rows, judge[k][len(cut):]])
+    return want, judge
+
+
+def measure(sequences, got: list[np.ndarray], want: list[np.ndarray], starts: list[int], tolerance: float | None,
+            judge: list[np.ndarray] | None = None):
     """(max |diff|, mean KL, top-1, greedy agreed, greedy total, positions) of package logits `got` against
-    reference logits `want`; the greedy sequences are the last len(starts)."""
+    reference logits `want`; the greedy sequences are the last len(starts), each token judged by the rows of
+    `judge` (default: the teacher-forced `want`; see reference_passes)."""
     diff, kl, top, positions = 0.0, [], [], 0
     for g, w in zip(got, want):
         if g.shape != w.shape:
@@ -118,7 +150,8 @@ def measure(sequences, got: list[np.ndarray], want: list[np.ndarray], starts: li
         top.append(w.argmax(-1) == g.argmax(-1))
         positions += len(g)
     agreed = total = 0
-    greedy = list(zip(sequences, want))[-len(starts):] if starts else []
+    judge = judge if judge is not None else want[len(want) - len(starts):]
+    greedy = list(zip(sequences[len(sequences) - len(starts):], judge))
     for (seq, w), start in zip(greedy, starts):
         for pos in range(start, len(seq)):
             row, token = w[pos - 1], seq[pos]
@@ -147,17 +180,24 @@ def self_check(stage: Path, source, manifest: Manifest, min_agreement: float | N
             on_device = _package_pass(stage, device, sequences)[1]
     with progress.stage("self-check: the source model in transformers (the reference)"):
         reference = StreamedReference(source.path)
-        want = reference.logits(sequences)
+        want, judge = reference_passes(reference, sequences, starts, manifest.rope_switch)
         described = reference.description
         del reference
         release_memory()
     mode = manifest.quantization.mode
+    _finite(want, sequences, "its source model's own forward in transformers (the reference)",
+            "the source model computes NaN/inf itself: its weights or config are broken; fix the source")
+    _finite(got, sequences, "the package", "nothing was written. This is an edgelm bug if the source model's own "
+            "forward is finite on the same tokens (it was): please report it")
+    if on_device is not None:
+        _finite(on_device, sequences, f"the package on {device}", "nothing was written; export for --target cpu, "
+                "or report it")
     scale = max(float(np.abs(w).max()) for w in want)
     tolerance = None
     if mode in FLOAT_TOLERANCE:
         atol, rtol = FLOAT_TOLERANCE[mode]
         tolerance = atol + rtol * scale
-    diff, kl, top1, agreed, total, positions = measure(sequences, got, want, starts, tolerance)
+    diff, kl, top1, agreed, total, positions = measure(sequences, got, want, starts, tolerance, judge)
     verdict = _verdict(mode, diff, tolerance, top1, agreed, total, min_agreement)
     quality = QualityCheck(described, text, positions, float(f"{diff:.4g}"), float(f"{kl:.4g}"), round(top1, 4),
                            agreed, total, None if tolerance is None else float(f"{tolerance:.4g}"), verdict)
@@ -170,6 +210,18 @@ def self_check(stage: Path, source, manifest: Manifest, min_agreement: float | N
             float(f"{kl:.4g}"), round(top1, 4), 0, 0, None, verdict, provider=device))
     manifest.write(stage)
     return manifest
+
+
+def _finite(logits: list[np.ndarray], sequences, whose: str, advice: str) -> None:
+    """ExportError naming the first sequence and position where `whose` logits are NaN or infinite: no figure
+    computed from them means anything (NaN compares false with every tolerance: it would pass)."""
+    for k, rows in enumerate(logits):
+        bad = ~np.isfinite(rows).all(axis=-1)
+        if bad.any():
+            pos = int(np.argmax(bad))
+            raise ExportError(f"self-check failed: {whose} gives NaN or infinite logits ({int(bad.sum())} of "
+                              f"{len(rows)} positions of check sequence {k + 1} of {len(logits)}, the first at "
+                              f"position {pos}, token id {sequences[k][pos]}); {advice}")
 
 
 def _device_provider(manifest: Manifest) -> str | None:

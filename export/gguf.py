@@ -11,7 +11,7 @@ import contextlib
 import importlib.util
 from pathlib import Path
 
-from edgelm.errors import ModelSourceError
+from edgelm.errors import ModelSourceError, first_line
 from edgelm.paths import path_problem
 from edgelm.progress import Progress, as_progress
 
@@ -50,8 +50,10 @@ def gguf_to_hf(gguf_path: str | Path, out_dir: str | Path, progress: bool | Prog
         with progress.stage(f"dequantize {gguf_path.name}'s tensors to float32", unit="tensor") as stage:
             with _tensors_reported_to(stage):
                 model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kwargs)
-    except (ValueError, OSError, KeyError) as exc:
-        raise ModelSourceError(f"transformers cannot load {gguf_path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a truncated or corrupt file fails anywhere in gguf's parser
+        raise ModelSourceError(f"transformers cannot load {gguf_path} ({type(exc).__name__}: {first_line(exc, 200)}): "
+                               "the file is truncated, corrupt or of a kind transformers does not read; download "
+                               "it again") from None
     with progress.stage("save it as a transformers folder"):
         fix_chatml_tokenizer(tokenizer, model)
         model.save_pretrained(out_dir, safe_serialization=True)

@@ -10,6 +10,7 @@ from typing import Any
 from edgelm.paths import path_problem
 from edgelm.errors import ModelSourceError
 from edgelm.export.arch import ArchSpec, get_arch
+from edgelm.export.native.weights import SafetensorsReader
 
 # Copied into the package beside the graph: the tokenizer, and the HF configs (small; they let peers such as
 # optimum's ORTModelForCausalLM load the same graph for side-by-side benchmarks).
@@ -64,6 +65,8 @@ def open_source(path: str | Path) -> ModelSource:
     problems = arch.shape_problems()
     if problems:
         raise ModelSourceError(f"{config_path}: {'; '.join(problems)}; fix the config")
+    if any(path.glob("*.safetensors")):  # every file's header and byte ranges, before any backend reads one
+        SafetensorsReader(path)
     return ModelSource(path, config, arch)
 
 
@@ -74,5 +77,5 @@ def _read_json(path: Path, default: Any = None) -> Any:
         raise ModelSourceError(f"{path} is missing")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelSourceError(f"{path} is not valid JSON ({exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ModelSourceError(f"{path} is not valid JSON ({str(exc)[:120]})") from None

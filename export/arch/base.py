@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any, Callable, ClassVar
 
 from edgelm.errors import UnsupportedArchitecture
-from edgelm.export.arch.contract import Declined, Field, check, check_rope, empty, is_false, normalize, positive_even
+from edgelm.export.arch.contract import (Declined, Field, check, check_rope, domain_problems, empty, is_false, normalize,
+                                         positive_even, positive_integer, positive_number, rope_domain)
 from edgelm.export.native.activations import ACTIVATIONS
 from edgelm.export.native.rope import rope_switch
 from edgelm.manifest import KVCache
@@ -48,15 +49,19 @@ def get_arch(config: dict[str, Any], foreign: bool = False) -> ArchSpec:
 
 
 # Fields of the Llama-shaped decoder every registered spec builds: read by the builders, any value
-_SHAPE = {name: Field() for name in ("num_hidden_layers", "num_attention_heads", "hidden_size", "intermediate_size",
-                                     "vocab_size", "max_position_embeddings", "rms_norm_eps", "rope_theta")}
+# (their domains: the shape fields' integer ranges are SHAPE_LIMITS; the rest are Field.domain)
+_SHAPE = {name: Field() for name in ("num_hidden_layers", "num_attention_heads", "hidden_size",
+                                     "vocab_size", "max_position_embeddings")}
 LLAMA_FIELDS: dict[str, Field] = {
     **_SHAPE,
+    "intermediate_size": Field(domain=positive_integer),
+    "rms_norm_eps": Field(domain=positive_number),  # 1/sqrt(mean(x^2) + eps): eps <= 0 divides by zero
+    "rope_theta": Field(domain=positive_number),  # theta ** (-2i/d): a base <= 0 gives NaN frequencies
     "num_key_value_heads": Field(),
     "head_dim": Field(check=positive_even),
     "tie_word_embeddings": Field((True, False), default=False),
     "hidden_act": Field(tuple(ACTIVATIONS), default="silu"),
-    "rope_scaling": Field(check=check_rope),
+    "rope_scaling": Field(check=check_rope, domain=rope_domain),
     # transformers PretrainedConfig switches that would change the graph if set
     "is_encoder_decoder": Field(check=is_false),
     "add_cross_attention": Field(check=is_false), "pruned_heads": Field(check=empty),
@@ -160,7 +165,12 @@ class ArchSpec:
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
                 problems.append(f"{self.config_keys.get(key, key) if self.native else key} = {value!r} "
                                 f"(expected an integer from 1 to {limit})")
-        return problems
+        if not self.native or problems:
+            return problems
+        if self.num_heads % self.num_kv_heads:  # each kv head serves a whole group of query heads
+            problems.append(f"{self.config_keys['num_heads']} = {self.num_heads} is not a multiple of "
+                            f"{self.config_keys['num_kv_heads']} = {self.num_kv_heads}")
+        return problems + domain_problems(self.config, self.fields)
 
     def setting(self, key: str) -> Any:
         """A contract field's value, or transformers' default when the key is absent."""

@@ -10,6 +10,7 @@ or a value outside its set, is a `Declined` naming the field. The native builder
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -36,11 +37,14 @@ TOKEN_ID_SUFFIXES = ("_token_id", "_token_ids")  # special-token ids (unk_token_
 class Field:
     """A field that changes the math. `values`: the values implemented (None: any value, the builder reads
     it); `check`: a further test returning why a value is not implemented (or None); `default`: the value
-    transformers assumes when the key is absent."""
+    transformers assumes when the key is absent; `domain`: a test returning why a value is outside the field's
+    mathematical domain (a negative rope base, a zero epsilon): such a config is broken for every backend, and
+    `open_source` refuses it by name before any export (NaN logits would follow otherwise)."""
 
     values: tuple | None = None
     check: Callable[[Any], str | None] | None = None
     default: Any = None
+    domain: Callable[[Any], str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,50 @@ def empty(value: Any) -> str | None:
     return None if not value else "not implemented (native: empty)"
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def positive_number(value: Any) -> str | None:
-    ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0)
-    return None if ok else "expected a positive number or null"
+    ok = value is None or (_number(value) and value > 0)
+    return None if ok else "expected a positive finite number or null"
+
+
+def positive_integer(value: Any) -> str | None:
+    ok = value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0)
+    return None if ok else "expected a positive integer"
+
+
+# rope_scaling's numeric settings and their domains (the kinds' own keys are checked by check_rope)
+_ROPE_DOMAINS = {"factor": positive_number, "low_freq_factor": positive_number,
+                 "high_freq_factor": positive_number, "original_max_position_embeddings": positive_integer,
+                 "rope_theta": positive_number}
+
+
+def rope_domain(scaling: Any) -> str | None:
+    """Why rope_scaling's numbers are outside their domain (a factor <= 0 divides a frequency by zero or
+    flips it; llama3's smoothing divides by high_freq_factor - low_freq_factor; longrope's factors divide the
+    inverse frequencies), or None."""
+    if not isinstance(scaling, dict):
+        return None
+    for key, domain in _ROPE_DOMAINS.items():
+        if key in scaling and (why := domain(scaling[key])):
+            return f"{key} = {scaling[key]!r}: {why}"
+    low, high = scaling.get("low_freq_factor"), scaling.get("high_freq_factor")
+    if rope_kind(scaling) == "llama3" and _number(low) and _number(high) and high <= low:
+        return f"high_freq_factor ({high}) must exceed low_freq_factor ({low})"
+    for key in ("short_factor", "long_factor"):
+        factors = scaling.get(key)
+        if isinstance(factors, list) and not all(_number(x) and x > 0 for x in factors):
+            return f"{key} holds a value that is not a positive finite number"
+    return None
+
+
+def domain_problems(config: dict[str, Any], fields: dict[str, Field]) -> list[str]:
+    """`key = value (why)` for every field of a normalised `config` whose value is outside its domain."""
+    problems = []
+    for key, spec in fields.items():
+        value = config.get(key)
+        if value is not None and spec.domain is not None and (why := spec.domain(value)):
+            problems.append(f"{key} = {value!r} ({why})")
+    return problems

@@ -41,10 +41,10 @@ class Gemma3(ArchSpec):
               "hidden_activation": Field(tuple(ACTIVATIONS), default="gelu_pytorch_tanh"),
               "tie_word_embeddings": Field((True, False), default=True),
               "attention_bias": Field((True, False), default=False),
-              "query_pre_attn_scalar": Field(check=_positive, default=256),
+              "query_pre_attn_scalar": Field(domain=_positive, default=256),
               "sliding_window": Field(check=_window, default=4096), "layer_types": Field(check=_layer_types),
-              "rope_local_base_freq": Field(check=_positive, default=10000.0),
-              "final_logit_softcapping": Field(check=_positive), "attn_logit_softcapping": Field(check=_positive),
+              "rope_local_base_freq": Field(domain=_positive, default=10000.0),
+              "final_logit_softcapping": Field(domain=_positive), "attn_logit_softcapping": Field(domain=_positive),
               "use_bidirectional_attention": Field(check=is_false)}
     ignored = frozenset({"attention_dropout", "sliding_window_pattern", "_sliding_window_pattern"})
 
@@ -89,8 +89,8 @@ class Gemma2(Gemma3):
     qk_norm = False
     layer_roles = (*ArchSpec.layer_roles, "attn_out_norm", "mlp_out_norm")
     fields = {**{k: v for k, v in Gemma3.fields.items() if k not in ("rope_local_base_freq", "use_bidirectional_attention")},
-              "final_logit_softcapping": Field(check=_positive, default=30.0),
-              "attn_logit_softcapping": Field(check=_positive, default=50.0)}
+              "final_logit_softcapping": Field(domain=_positive, default=30.0),
+              "attn_logit_softcapping": Field(domain=_positive, default=50.0)}
 
     def _types(self) -> list[str]:
         return self.config.get("layer_types") or [

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgelm.export.arch.base import LLAMA_FIELDS, ArchSpec, register
-from edgelm.export.arch.contract import Declined, Field, check_rope, rope_kind
+from edgelm.export.arch.contract import Declined, Field, check_rope, rope_domain, rope_kind
 from edgelm.export.arch.mistral import _window
 from edgelm.export.native.rope import LONGROPE
 
@@ -51,10 +51,10 @@ class Phi3(ArchSpec):
                     "gate_up": "model.layers.{i}.mlp.gate_up_proj.weight"}
     layer_roles = ("input_norm", "post_norm", "qkv", "o", "gate_up", "down")
     fused = {"qkv": ("q", "k", "v"), "gate_up": ("gate", "up")}
-    fields = {**LLAMA_FIELDS, "partial_rotary_factor": Field(check=_fraction, default=1.0),
-              "sliding_window": Field(check=_window), "rope_scaling": Field(check=_rope),
+    fields = {**LLAMA_FIELDS, "partial_rotary_factor": Field(domain=_fraction, default=1.0),
+              "sliding_window": Field(check=_window), "rope_scaling": Field(check=_rope, domain=rope_domain),
               # longrope's switch and (with max_position_embeddings) its attention factor; transformers' default
-              "original_max_position_embeddings": Field(check=_positive_int, default=4096)}
+              "original_max_position_embeddings": Field(domain=_positive_int, default=4096)}
     # dropouts (inference ignores them); keys Phi-4-mini's config.json carries that transformers' Phi3 model
     # never reads (a stored lm_head bias would still be refused as a tensor the spec does not read)
     ignored = frozenset({"resid_pdrop", "embd_pdrop", "attention_dropout", "full_attn_mod", "interpolate_factor",
