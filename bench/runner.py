@@ -22,7 +22,8 @@ from edgelm import __version__
 from edgelm.bench.config import BenchConfig
 from edgelm.bench.schema import BenchRow, Stat, percentile
 from edgelm.bench.system import git_commit, physical_cores, system_info, versions
-from edgelm.errors import BenchError
+from edgelm.errors import BenchError, UsageError
+from edgelm.runtime.session import check_threads
 from edgelm.progress import Progress, as_progress
 
 MIB = 1 << 20
@@ -72,6 +73,11 @@ def run_bench(
     """Benchmark every package (and each peer engine -> its target) over every configuration."""
     if min(config.prompt_tokens + config.gen_tokens) < 1 or config.repetitions < 1:
         raise BenchError("-p, -n and -r must be at least 1")
+    for threads in config.threads:  # before the bandwidth probe starts them all (10**5 threads: memory runs out)
+        try:
+            check_threads(threads)
+        except UsageError as exc:
+            raise BenchError(f"-t: {exc}") from None
     result = BenchResult()
     todo = jobs([str(p) for p in packages], config)
     progress = as_progress(progress)

@@ -97,9 +97,9 @@ def _quality_lines(m: Manifest) -> list[str]:
     return lines
 
 
-def describe_package(path: str) -> str:
+def describe_package(path: str, verify: bool | str = True) -> str:
     m = Manifest.load(path)
-    m.verify(path)
+    m.verify(path, hashes=verify)
     q = m.quantization
     quant = q.mode + (f" ({q.method}, {q.bits} bits, block {q.block_size}, "
                       f"{'symmetric' if q.symmetric else 'asymmetric'}, accuracy level {q.accuracy_level})"

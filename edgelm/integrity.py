@@ -7,10 +7,14 @@
               folder is listed (a graph's external data lives beside it, and onnxruntime opens what the graph
               names), edgelm's own bookkeeping aside
     sizes     always
-    hashes    sha256 of every listed file, by default; a file whose (size, mtime, inode) matches what an earlier
-              load hashed is not hashed again (a stamp per file in the user's cache folder,
+    hashes    sha256 of every listed file, by default; a file whose (size, mtime, ctime, inode, device) matches
+              what an earlier load hashed is not hashed again (a stamp per file in the user's cache folder,
               $EDGELM_CACHE_DIR or ~/.cache/edgelm): a 1 GB package is hashed once, not at every start.
-              The stamp is a cache, not a seal: "full" rehashes everything.
+              ctime is what makes the stamp hold against an edit in place: a file's owner can put back its
+              size, mtime and inode (`touch -r`, `os.utime`), but any write, utime or chmod sets ctime to the
+              current time and no user can set it back. The stamp is a cache, not a seal: it trusts the
+              machine's clock and whoever can write the cache file; "full" (`--verify full`) rehashes
+              everything.
 """
 
 from __future__ import annotations
@@ -93,7 +97,8 @@ def verify(m: Manifest, folder: str | Path, hashes: bool | str = True) -> None:
 
 
 class Stamps:
-    """sha256 of files already verified, keyed by absolute path and checked against (size, mtime_ns, inode)."""
+    """sha256 of files already verified, keyed by absolute path and checked against (size, mtime_ns, ctime_ns,
+    inode, device)."""
 
     def __init__(self):
         base = os.environ.get("EDGELM_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or
@@ -109,7 +114,7 @@ class Stamps:
 
     @staticmethod
     def _key(stat) -> list:
-        return [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+        return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev]
 
     def matches(self, path: Path, stat, sha256: str) -> bool:
         return self.data.get(str(path.resolve())) == [*self._key(stat), sha256]

@@ -265,6 +265,7 @@ class Manifest:
         for where, value, ok in _BOUNDS(manifest):
             if not ok(value):
                 raise PackageError(f"manifest {where} = {value!r} is out of range; re-export the package")
+        _check_io_names(manifest)
         return manifest
 
     @classmethod
@@ -273,6 +274,9 @@ class Manifest:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise PackageError(f"{MANIFEST_NAME} is not valid JSON ({exc}); re-export the package") from None
+        except RecursionError:
+            raise PackageError(f"{MANIFEST_NAME} nests deeper than any manifest edgelm writes; re-export the "
+                               "package") from None
         if not isinstance(data, dict):
             raise PackageError(f"{MANIFEST_NAME} must hold a JSON object; re-export the package")
         return cls.from_dict(data)
@@ -343,6 +347,29 @@ def _BOUNDS(m: Manifest) -> list[tuple[str, Any, Any]]:
                  ("static.chunk", m.static.chunk, _between(1, m.static.context)),
                  ("static.decode_tokens", m.static.decode_tokens, _between(1, m.static.context))]
     return rows
+
+
+def _check_io_names(m: Manifest) -> None:
+    """Every io name a non-empty string; the KV templates format with `{layer}` alone and give each layer's key
+    and value a name of its own (a template without {layer} would feed every layer one array)."""
+    io = m.io
+    for f in dataclasses.fields(io):
+        value = getattr(io, f.name)
+        if value is not None and (not value or len(value) > 1024 or "\0" in value):
+            raise PackageError(f"manifest io.{f.name} = {value!r} is not a graph input/output name; re-export the package")
+    names = []
+    for key in ("past_key", "past_value", "present_key", "present_value"):
+        template = getattr(io, key)
+        try:
+            names.append([template.format(layer=layer) for layer in range(m.kv_cache.num_layers)])
+        except (KeyError, IndexError, ValueError, AttributeError, TypeError):
+            raise PackageError(f"manifest io.{key} = {template!r} is not a name template over {{layer}}; re-export "
+                               "the package") from None
+    for group in (names[0] + names[1], names[2] + names[3]):
+        if len(set(group)) != len(group):
+            raise PackageError(f"manifest io KV templates give two cache tensors one name ({io.past_key!r}, "
+                               f"{io.past_value!r}, {io.present_key!r}, {io.present_value!r}: each needs {{layer}} "
+                               "and the key's differs from the value's); re-export the package")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 
 from edgelm.errors import GenerationError
 from edgelm.manifest import Manifest
+from edgelm.runtime.contract import past_names, present_names
 
 
 def shared_prefix(a: list[int], b: list[int]) -> int:
@@ -34,11 +35,10 @@ class Decoder:
     def __init__(self, sessions: dict, manifest: Manifest, folder=None, capacity: int | None = None):
         self.session = sessions["model"]
         self.manifest = manifest
-        io, kv = manifest.io, manifest.kv_cache
+        kv = manifest.kv_cache
         self.context_length = manifest.context_length
         self.rope_switch = manifest.rope_switch
-        self._past_names = [name for layer in range(kv.num_layers) for name in io.past_names(layer)]
-        self._present_names = [name for layer in range(kv.num_layers) for name in io.present_names(layer)]
+        self._past_names, self._present_names = past_names(manifest), present_names(manifest)
         self._empty = np.zeros((1, kv.num_kv_heads, 0, kv.head_dim), dtype=np.dtype(kv.dtype))
         self.tokens: list[int] = []  # the ids whose keys/values the cache holds
         self.reset()

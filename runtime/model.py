@@ -10,9 +10,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 
-from edgelm.errors import GenerationError, PackageError, ProviderUnavailable
+from edgelm.errors import GenerationError, PackageError, ProviderUnavailable, UsageError
 from edgelm.manifest import Manifest
 from edgelm.runtime.chat import Message, render_chat
+from edgelm.runtime.contract import check_graph
 from edgelm.runtime.decoder import DECODERS
 from edgelm.runtime import options as options_
 from edgelm.runtime.generate import STOP, Cancel, Outcome, generate_ids
@@ -90,6 +91,7 @@ class Model:
         context_cache: str | Path | None = None,
         max_length: int | None = None,
     ):
+        _check_load_options(max_length, context_cache)
         self.path = Path(package)
         self.manifest = Manifest.load(self.path)
         self.manifest.verify(self.path, hashes=verify)
@@ -109,6 +111,7 @@ class Model:
         for role, name in self.manifest.graph_files().items():
             if name not in opened:
                 opened[name] = self._session(role, name, threads, strict, provider_options, context_cache)
+                check_graph(self.manifest, opened[name], name)
             self.sessions[role] = opened[name]
         self.session = next(iter(self.sessions.values()))
         self.partition = merged([partition_of(s, self.provider.spec.ort_name) for s in opened.values()])
@@ -170,7 +173,7 @@ class Model:
         repetition_penalty, seed, stop, stop_token_ids, ignore_eos, speculate); None = the package's default."""
         unknown = set(options) - set(OPTIONS)
         if unknown:
-            raise TypeError(f"unknown generation option(s) {', '.join(sorted(unknown))}; the options are "
+            raise GenerationError(f"unknown generation option(s) {', '.join(sorted(unknown))}; the options are "
                             f"{', '.join(OPTIONS)}")
         gen, vocab = self.manifest.generation, self.manifest.vocab_size
         ignore_eos = options.get("ignore_eos", False)
@@ -299,6 +302,7 @@ class Model:
         cancel: Cancel | None = None,
         reuse_cache: bool = True,
         trusted: bool = False,
+        **unknown,
     ) -> Completion | Iterator[Delta]:
         """Answer the conversation `messages` ([{"role": "system"|"user"|"assistant", "content": str}, ...]).
 
@@ -318,6 +322,8 @@ class Model:
         "context_full" (the package's context is full), "cancelled".
         """
         given = {k: v for k, v in locals().items() if k in OPTIONS}  # the options named in the signature
+        if unknown:  # a misspelt option (temprature=...): request() names it
+            self.request([], **given, **unknown)
         ids, thinking = self._encode_chat(messages, trusted)
         req = self.request(ids, split_reasoning=True, thinking=thinking, **given)
         events = self.run(req, cancel=cancel, reuse_cache=reuse_cache)
@@ -407,6 +413,19 @@ def collect(events: Iterator[Delta], req: Request, reasoning: bool) -> Completio
         last = e
     return Completion("".join(content), ids, last.usage.prompt_tokens, last.finish_reason,
                       "".join(thought) if reasoning else None, last.usage.cached_tokens, last.speculation)
+
+
+def _check_load_options(max_length, context_cache) -> None:
+    """UsageError for a load option out of its domain, before anything is opened."""
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
+        raise UsageError(f"max_length must be a positive integer (tokens the KV cache holds), not {max_length!r}")
+    if context_cache is not None:
+        folder = Path(context_cache)
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"context cache {folder} exists and is not a folder; give a folder (it is created if "
+                             "missing)")
+        if not folder.exists() and not folder.parent.is_dir():
+            raise UsageError(f"context cache {folder}: its parent folder does not exist")
 
 
 def load(package: str | Path, ep: str = "cpu", threads: int | None = None, verify: bool | str = True,

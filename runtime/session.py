@@ -51,16 +51,21 @@ def _flush_c_stdio() -> None:
 MAX_THREADS = 1024  # onnxruntime starts every one of them: 10**5 threads exhaust memory
 
 
+def check_threads(threads) -> None:
+    """UsageError unless `threads` is None, 0 (one per physical core) or 1..MAX_THREADS."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or
+                                not 0 <= threads <= MAX_THREADS):
+        raise UsageError(f"threads must be an integer from 1 to {MAX_THREADS} (or 0/None: one per physical core), "
+                         f"not {threads!r}")
+
+
 def session_options(spec: ProviderSpec, threads: int | None = None, strict: bool = False):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 4  # fatal only: failures reach the caller as typed errors instead
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or
-                                not 0 <= threads <= MAX_THREADS):
-        raise UsageError(f"threads must be an integer from 1 to {MAX_THREADS} (or 0/None: one per physical core), "
-                         f"not {threads!r}")
+    check_threads(threads)
     if threads:
         opts.intra_op_num_threads = int(threads)  # 0 (default) = one per physical core
     for key, value in spec.session_options.items():

@@ -26,6 +26,7 @@ import numpy as np
 
 from edgelm.errors import GenerationError, PackageError
 from edgelm.manifest import Manifest
+from edgelm.runtime.contract import past_names, present_names
 
 
 class StaticDecoder:
@@ -59,9 +60,7 @@ class StaticDecoder:
                 for _ in range(2 * kv.num_layers)]
             for n in {static.chunk, static.decode_tokens}
         }
-        io = manifest.io
-        self._past = [n for layer in range(kv.num_layers) for n in io.past_names(layer)]
-        self._present = [n for layer in range(kv.num_layers) for n in io.present_names(layer)]
+        self._past, self._present = past_names(manifest), present_names(manifest)
         self.runs = {"prefill": 0, "decode": 0}
         self.tokens: list[int] = []  # the ids whose keys/values the cache holds
         self.reset()

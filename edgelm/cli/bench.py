@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from edgelm.cli.common import add_provider_flags, csv, defaults, given, ints, names, subcommand
+from edgelm.cli.common import add_provider_flags, csv, defaults, given, ints, names, subcommand, writable_file
 from edgelm.errors import UsageError
 
 
@@ -39,7 +39,10 @@ def run(args) -> int:
     for line in ratios(rows) + notes + result.notes:
         print(line)
     if args.json:
-        Path(args.json).write_text(render(rows, "json"), encoding="utf-8")
+        try:
+            Path(args.json).write_text(render(rows, "json"), encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--json {args.json}: cannot write it ({exc.strerror}); the table is above") from None
     if args.plot:
         from edgelm.bench.plots import write_plots
 
@@ -69,9 +72,7 @@ def _peers(args) -> tuple[dict[str, str | None], list[str]]:
 def _check_bench_outputs(args) -> None:
     """Where results go, checked before minutes of benchmarking."""
     if args.json:
-        path = Path(args.json)
-        if path.is_dir() or not path.parent.is_dir():
-            raise UsageError(f"--json {path}: give a file path in an existing folder")
+        writable_file(args.json, "--json")
     for flag, folder in (("--hf", args.hf), ("--genai-model", args.genai_model), ("--ref", args.ref)):
         if folder and not Path(folder).is_dir():  # a hub id is not a folder: edgelm never downloads
             raise UsageError(f"{flag} {folder} is not a local folder (edgelm does not download models)")

@@ -62,15 +62,23 @@ def add_provider_flags(p, ep_help: str) -> None:
                    help="provider option, e.g. soc_model=60 (repeatable)")
 
 
+def add_verify_flags(p) -> None:
+    """--verify full / --no-verify: how much of a package's sha256 check to do (args.verify: load's `verify`)."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--verify", choices=["full"], default=True,
+                       help="full: rehash every file (default: rehash files changed since a verified load, known by "
+                       "size, mtime, ctime and inode)")
+    group.add_argument("--no-verify", dest="verify", action="store_false",
+                       help="skip the sha256 check of the package's files (paths, listing and sizes are still checked)")
+
+
 def add_load_flags(p, default_ep: str = "cpu") -> None:
     """Flags of the commands that load one package to generate (run, chat, serve)."""
     p.add_argument("package", help="an edgelm package folder (made by edgelm export)")
     add_provider_flags(p, f"execution provider: {default_ep} (default), auto, cpu, qnn, openvino, dml, ... "
                           "(see edgelm info)")
     p.set_defaults(default_ep=default_ep)
-    p.add_argument("--no-verify", action="store_true",
-                   help="skip the sha256 check of the package's files (paths, listing and sizes are still checked; "
-                   "files unchanged since a verified load are not rehashed anyway)")
+    add_verify_flags(p)
     p.add_argument("--context-cache", metavar="DIR",
                    help="keep the provider's compiled EP-context model here (QNN): compile once, load fast")
     p.add_argument("-t", "--threads", type=int, help="intra-op threads (default: physical cores)")
@@ -117,14 +125,14 @@ def speculate_option(args):
 
     if not Path(source).is_dir():
         raise UsageError(f"--speculate {source}: give prompt-lookup or a draft package folder")
-    return load(source, ep=args.ep or args.default_ep, threads=args.threads, verify=not args.no_verify)
+    return load(source, ep=args.ep or args.default_ep, threads=args.threads, verify=args.verify)
 
 
 def load_model(args):
     from edgelm.runtime import load
 
     model = load(args.package, ep=args.ep or args.default_ep, threads=args.threads, strict=args.strict,
-                 verify=not args.no_verify, provider_options=dict(args.ep_option or ()),
+                 verify=args.verify, provider_options=dict(args.ep_option or ()),
                  context_cache=args.context_cache)
     say_provider(model)
     return model
@@ -133,3 +141,22 @@ def load_model(args):
 def say_provider(model) -> None:
     if model.provider.reason:
         print(f"edgelm: {model.provider.reason}", file=sys.stderr)
+
+
+def writable_file(name: str, flag: str) -> None:
+    """UsageError unless a file can be written at `name` (tried now, before minutes of work; a file created by the
+    try is removed again)."""
+    import os
+    from pathlib import Path
+
+    path = Path(name)
+    existed = path.exists()
+    if path.is_dir() or not path.parent.is_dir():
+        raise UsageError(f"{flag} {path}: give a file path in an existing folder")
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot write there ({exc.strerror}); give a writable file path") from None
+    if not existed:
+        os.unlink(path)

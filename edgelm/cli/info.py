@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from edgelm.cli.common import subcommand
+from edgelm.cli.common import add_verify_flags, subcommand
 
 
 def run(args) -> int:
     from edgelm.info import describe_environment, describe_package
 
-    print(describe_package(args.package) if args.package else describe_environment())
+    print(describe_package(args.package, verify=args.verify) if args.package else describe_environment())
     return 0
 
 
@@ -21,4 +21,5 @@ EXAMPLES = (
 def add(sub) -> None:
     p = subcommand(sub, "info", "providers, devices and versions; or a package's manifest and partition", EXAMPLES)
     p.add_argument("package", nargs="?", help="a package folder (without one: what this installation can run)")
+    add_verify_flags(p)
     p.set_defaults(func=run)
