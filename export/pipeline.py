@@ -62,6 +62,13 @@ def export_synthetic(preset: str, out: str | Path, config: ExportConfig = Export
 
 def _check(config: ExportConfig, out: Path, protected: tuple[Path, ...] = ()) -> None:
     """Every cheap check, before any expensive work."""
+    check_config(config)
+    check_output(out.absolute(), config.force, protected)
+
+
+def check_config(config: ExportConfig) -> None:
+    """ExportError for any value of `config` outside what the export takes (target, mode and its knobs, backend,
+    NPU knobs, --min-agreement), without touching a file."""
     if config.target not in TARGETS:
         raise ExportError(f"unknown target {config.target!r}; choose one of: {', '.join(TARGETS)}")
     if config.target == "npu-qnn":
@@ -76,7 +83,6 @@ def _check(config: ExportConfig, out: Path, protected: tuple[Path, ...] = ()) ->
         raise ExportError(f"--min-agreement is a fraction of positions, 0 to 1; got {config.min_agreement}")
     if config.min_agreement is not None and not config.check:
         raise ExportError("--min-agreement needs the self-check; drop --no-check")
-    check_output(out.absolute(), config.force, protected)
 
 
 # ArchSpec builder switches the static NPU graph does not implement yet: switch -> what it is (every switch the

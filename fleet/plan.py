@@ -159,10 +159,16 @@ _TOP = {"name", "source", "variant", "target", "bench", "eval", "store", "result
 def load_plan(path: str | Path) -> Plan:
     """Read and check a plan file; every unknown key or bad value is a PlanError naming the known ones."""
     path = Path(path)
+    if path.is_dir():
+        raise PlanError(f"plan file {path} is a folder; give a .toml plan file (see examples/fleet.toml)")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PlanError(f"plan file {path} not found") from None
+    except UnicodeDecodeError:
+        raise PlanError(f"plan file {path} is not UTF-8 text (TOML is UTF-8); save it as UTF-8") from None
+    except OSError as e:
+        raise PlanError(f"plan file {path} cannot be read ({e.strerror})") from None
     except tomllib.TOMLDecodeError as e:
         raise PlanError(f"plan file {path} is not valid TOML: {e}") from None
     return parse_plan(data, folder=path.resolve().parent)
@@ -187,6 +193,7 @@ def parse_plan(data: dict, folder: str | Path = ".") -> Plan:
                 bench=_settings(BenchSettings, data.get("bench", {}), "[bench]"),
                 eval=_settings(EvalSettings, data.get("eval", {}), "[eval]"), folder=str(folder), **scalars)
     plan.rows()  # an empty matrix fails now
+    _check_scalars(plan)
     return plan
 
 
@@ -221,7 +228,12 @@ def _source(table: dict, folder: Path) -> Source:
         if table["synthetic"] not in PRESETS:
             raise PlanError(f"source {name!r}: unknown synthetic preset {table['synthetic']!r}; "
                             f"known: {', '.join(sorted(PRESETS))}")
-        return Source(name, synthetic=table["synthetic"], seed=int(table.get("seed", 0)))
+        seed = table.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise PlanError(f"source {name!r}: seed must be a whole number >= 0, not {seed!r}")
+        return Source(name, synthetic=table["synthetic"], seed=seed)
+    if not isinstance(table["model"], str) or not table["model"]:
+        raise PlanError(f"source {name!r}: model must be a path (an HF folder or a .gguf file), not {table['model']!r}")
     model = Path(table["model"]).expanduser()
     return Source(name, model=str(model if model.is_absolute() else (folder / model).resolve()))
 
@@ -235,7 +247,15 @@ def _variant(table: dict) -> Variant:
         want = _field_type(defaults, VARIANT_FIELDS[key])
         if not _fits(value, want):
             raise PlanError(f"variant {name!r}: {key} must be {want}, not {value!r}")
-    return Variant(name, tuple(sorted(options.items())))
+    variant = Variant(name, tuple(sorted(options.items())))
+    from edgelm.errors import ExportError
+    from edgelm.export.pipeline import check_config
+
+    try:  # every value the export would refuse (quant "int3", block size 7, ...), refused now, not on a worker
+        check_config(variant.export_config())
+    except ExportError as exc:
+        raise PlanError(f"variant {name!r}: {exc}") from None
+    return variant
 
 
 def _field_type(config, path: tuple[str, ...]) -> str:
@@ -269,7 +289,62 @@ def _target(table: dict) -> Target:
                   tuple(variants) if variants is not None else None, threads)
 
 
+# [bench] / [eval] keys -> (what the value must be, its check)
+_SETTING_RULES = {
+    "prompt": ("a whole number from 1", lambda v: _whole(v) and v >= 1),
+    "tokens": ("a whole number from 1", lambda v: _whole(v) and v >= 1),
+    "repetitions": ("a whole number from 1", lambda v: _whole(v) and v >= 1),
+    "warmup": ("a whole number from 0", lambda v: _whole(v) and v >= 0),
+    "threads": ("a whole number from 1 to 1024", lambda v: _whole(v) and 1 <= v <= 1024),
+    "perplexity": ("true or false", lambda v: isinstance(v, bool)),
+    "window": ("a whole number from 2", lambda v: _whole(v) and v >= 2),
+}
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _settings(cls, table: dict, where: str):
+    if not isinstance(table, dict):
+        raise PlanError(f"{where} must be a table ({where} then key = value lines)")
     fields = set(cls.__dataclass_fields__)
     _known(table, fields, where)
+    for key, value in table.items():
+        what, ok = _SETTING_RULES[key]
+        if not ok(value):
+            raise PlanError(f"{where} {key} must be {what}, not {value!r}")
     return cls(**table)
+
+
+def _check_scalars(plan: Plan) -> None:
+    """The plan's own numbers and paths, checked before any work: results and store must be creatable."""
+    for key, low in (("transfer_mib", 0), ("export_memory_gib", 0), ("allowed_failures", 0)):
+        value = getattr(plan, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
+            raise PlanError(f"{key} must be a number >= {low}, not {value!r}")
+    for key in ("store", "results"):
+        value = getattr(plan, key)
+        if not isinstance(value, str) or not value:
+            raise PlanError(f"{key} must be a path, not {value!r}")
+        path = plan.path(value)
+        _creatable(path if key == "store" else path.parent, key, value)
+        if key == "results" and path.is_dir():
+            raise PlanError(f"results = {value!r} is a folder; give a .jsonl file path")
+
+
+def _creatable(folder: Path, key: str, value: str) -> None:
+    """PlanError unless `folder` is a folder, or can be made one (its nearest existing ancestor is a folder that
+    takes a new entry: tried with a temporary folder, removed at once)."""
+    import os
+    import tempfile
+
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise PlanError(f"{key} = {value!r}: {existing} is a file, not a folder; give a path in a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".edgelm-plan-"))
+    except OSError as exc:
+        raise PlanError(f"{key} = {value!r}: nothing can be written in {existing} ({exc.strerror})") from None
