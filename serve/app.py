@@ -6,8 +6,10 @@
     POST /v1/chat/completions   chat, streamed by SSE with "stream": true
     POST /v1/completions        raw text continuation
 
-Errors are OpenAI-style bodies: 400 bad values (the runtime's validators) or a declined feature, 404 an
-unknown model or route, 413 a body over --max-body, 422 a malformed body, 429 the queue full, 503 stopping.
+Errors are OpenAI-style bodies: 400 bad values (the runtime's validators), a declined feature or a body that
+is not JSON, 401 a missing or wrong --api-key, 403 a foreign Host or Origin (edgelm.serve.guard), 404 an
+unknown model or route, 413 a body over --max-body, 415 a body that is not application/json, 422 a malformed
+body, 429 the queue full, 503 stopping.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.routing import Mount, Route
@@ -29,6 +32,7 @@ from starlette.staticfiles import StaticFiles
 from edgelm.errors import EdgeLMError
 from edgelm.runtime.model import Completion
 from edgelm.runtime.options import Usage
+from edgelm.serve.guard import Access, Guard
 from edgelm.serve.openai_api import PARAMS, ApiError, Parsed, Responses, parse
 from edgelm.serve.limits import MAX_BODY, MAX_QUEUE
 from edgelm.serve.scheduler import END, Scheduler
@@ -82,7 +86,7 @@ class Server:
         self._check_model(body["model"])
         req = await asyncio.to_thread(self._request, parsed)
         cancel = threading.Event()
-        queue = self.scheduler.submit(req, cancel)
+        queue = self.scheduler.submit(req, cancel, conversation(request, body))
         responses = Responses(self.model_id, chat)
         if parsed.stream:
             return StreamingResponse(self._sse(queue, cancel, responses, parsed), media_type="text/event-stream",
@@ -178,12 +182,32 @@ class Server:
             body = json.loads(b"".join(chunks))
         except ValueError as exc:
             raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+        except RecursionError:
+            raise ApiError(400, "the request body nests deeper than Python's JSON reader follows; flatten it",
+                           code="invalid_json") from None
         return body
 
     def _check_model(self, name) -> None:
         if name != self.model_id:
             raise ApiError(404, f"the model '{name}' does not exist; this server serves '{self.model_id}' "
                            "(GET /v1/models)", "model", "model_not_found")
+
+
+CONVERSATION_HEADER = "x-edgelm-conversation"
+
+
+def conversation(request: Request, body: dict) -> tuple[str, str]:
+    """Whose KV cache a request may reuse: the body's `user` field (OpenAI's end-user id), else the
+    X-Edgelm-Conversation header (the chat page sends one per tab), else the client's address. A request
+    reuses the cache only when its key is the one of the request that left it (edgelm.serve.scheduler), so a
+    client cannot learn another conversation's prompt from `cached_tokens`."""
+    user = body.get("user")
+    if isinstance(user, str) and user:
+        return ("user", user)
+    header = request.headers.get(CONVERSATION_HEADER)
+    if header:
+        return ("header", header)
+    return ("client", request.client.host if request.client else "")
 
 
 def _api_error(exc: Exception) -> ApiError:
@@ -204,9 +228,10 @@ async def _http_error_response(request: Request, exc: HTTPException) -> JSONResp
 
 
 def create_app(model, model_id: str, max_queue: int = MAX_QUEUE, max_body: int = MAX_BODY,
-               speculate=None) -> Starlette:
+               speculate=None, access: Access = Access()) -> Starlette:
     """The app serving `model` (a loaded edgelm.runtime.Model) as `model_id`; `speculate`: speculative decoding
-    for every request (Model.chat's option: "prompt-lookup" or a draft Model)."""
+    for every request (Model.chat's option: "prompt-lookup" or a draft Model); `access`: who may drive it
+    (edgelm.serve.guard: hosts, origins, API key)."""
     server = Server(model, model_id, max_queue, max_body, speculate)
 
     @asynccontextmanager
@@ -223,7 +248,7 @@ def create_app(model, model_id: str, max_queue: int = MAX_QUEUE, max_body: int =
         Route("/v1/completions", server.completions, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan,
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(Guard, access=access)],
                     exception_handlers={ApiError: _api_error_response, HTTPException: _http_error_response})
     app.state.server = server
     return app

@@ -28,13 +28,16 @@ class Scheduler:
         self.running = 0
         self.closing = False
         self._current: threading.Event | None = None  # the running job's cancel event
+        self._cache_owner = None  # the conversation whose tokens the model's KV cache holds (None: nobody's)
 
     def state(self) -> dict:
         return {"running": self.running, "waiting": self.waiting, "max_waiting": self.max_waiting}
 
-    def submit(self, req, cancel: threading.Event) -> asyncio.Queue:
+    def submit(self, req, cancel: threading.Event, conversation=None) -> asyncio.Queue:
         """Queue a generation; its events (runtime Deltas, then an exception if it failed, then END) arrive on
-        the returned queue. ApiError 429 when `max_waiting` requests already wait, 503 when shutting down."""
+        the returned queue. ApiError 429 when `max_waiting` requests already wait, 503 when shutting down.
+        `conversation`: a key; the job reuses the KV cache only if the job before it had the same key (None
+        never reuses)."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         with self._lock:
@@ -44,10 +47,10 @@ class Scheduler:
                 raise ApiError(429, f"{self.waiting} requests are already waiting for the model (the limit, "
                                "--max-queue); retry later", code="queue_full")
             self.waiting += 1
-        self._pool.submit(self._job, req, cancel, loop, queue)
+        self._pool.submit(self._job, req, cancel, loop, queue, conversation)
         return queue
 
-    def _job(self, req, cancel: threading.Event, loop, queue: asyncio.Queue) -> None:
+    def _job(self, req, cancel: threading.Event, loop, queue: asyncio.Queue, conversation) -> None:
         def put(item) -> None:
             try:
                 loop.call_soon_threadsafe(queue.put_nowait, item)
@@ -60,7 +63,9 @@ class Scheduler:
             self._current = cancel
         try:
             if not cancel.is_set() and not self.closing:
-                for event in self.model.run(req, cancel=cancel, reuse_cache=True):
+                reuse = conversation is not None and conversation == self._cache_owner
+                self._cache_owner = conversation  # from the first token on, the cache holds this one's tokens
+                for event in self.model.run(req, cancel=cancel, reuse_cache=reuse):
                     put(event)
         except Exception as exc:  # reported to the request that caused it; the server goes on
             put(exc)

@@ -5,9 +5,34 @@ const $ = (id) => document.getElementById(id);
 let modelId = null;
 let history = [];
 let controller = null;
+// This tab's conversation: the server reuses its KV cache only for the conversation that left it.
+const conversation = (self.crypto && crypto.randomUUID) ? crypto.randomUUID()
+  : `${Date.now()}-${Math.random().toString(36).slice(2)}`;
+
+// Headers of every API call: JSON, this tab's conversation, and the server's API key once it asked for one.
+function headers() {
+  const h = { "Content-Type": "application/json", "X-Edgelm-Conversation": conversation };
+  const key = sessionStorage.getItem("edgelm-api-key");
+  if (key) h["Authorization"] = `Bearer ${key}`;
+  return h;
+}
+
+// fetch, asking for the API key when the server answers 401 (edgelm serve --api-key), then once more.
+async function api(path, options = {}) {
+  let r = await fetch(path, { ...options, headers: headers() });
+  if (r.status === 401) {
+    const key = window.prompt("This server needs its API key (edgelm serve --api-key):");
+    if (key) {
+      sessionStorage.setItem("edgelm-api-key", key);
+      r = await fetch(path, { ...options, headers: headers() });
+    }
+  }
+  return r;
+}
 
 async function loadModel() {
-  const r = await fetch("/v1/models");
+  const r = await api("/v1/models");
+  if (!r.ok) { bubble("error", (await r.json()).error.message); return; }
   const card = (await r.json()).data[0];
   modelId = card.id;
   $("model").textContent = `${card.id} · ${card.quantization} · context ${card.context_length}`;
@@ -66,9 +91,8 @@ async function ask(text) {
   let content = "", first = null, usage = null;
   const start = performance.now();
   try {
-    const r = await fetch("/v1/chat/completions", {
+    const r = await api("/v1/chat/completions", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ model: modelId, messages: history, stream: true,
                              stream_options: { include_usage: true } }),
       signal: controller.signal,
