@@ -33,13 +33,13 @@ browser:
 	  else echo "edgelm: no chromium and not root: the browser test will be skipped (apt-get install chromium)"; fi; }
 
 # The WebGPU tests run on Mesa's software Vulkan driver (lavapipe), which WebGPU (Dawn) takes from Mesa 25 on:
-# Debian bookworm has it in bookworm-backports (its own 22.3 lacks a feature Dawn requires).
+# Debian bookworm has it in bookworm-backports (its own 22.3 lacks a feature Dawn requires): the backports entry
+# is this machine's own configured Debian archive with the suite changed (tools/debian_backports.py).
 vulkan:
 	@if dpkg --compare-versions "$$(dpkg-query -W -f='$${Version}' mesa-vulkan-drivers 2>/dev/null || echo 0)" ge 25; \
 	then :; elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  if grep -q 'VERSION_CODENAME=bookworm' /etc/os-release; then \
-	    echo "deb http://deb.debian.org/debian bookworm-backports main" > /etc/apt/sources.list.d/edgelm-bookworm-backports.list; \
-	    BACKPORTS="-t bookworm-backports"; fi; \
+	  if grep -q 'VERSION_CODENAME=bookworm' /etc/os-release && SUITE=$$($(PYTHON) tools/debian_backports.py bookworm); then \
+	    BACKPORTS="-t $$SUITE"; fi; \
 	  (apt-get update -q >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$BACKPORTS \
 	     mesa-vulkan-drivers libvulkan1 >/dev/null 2>&1) || echo "edgelm: could not install Mesa's Vulkan driver: the WebGPU tests will be skipped"; \
 	else echo "edgelm: no Mesa 25 Vulkan driver and not root: the WebGPU tests will be skipped"; fi
