@@ -135,6 +135,17 @@ class LayerPrecision:
 
 
 @dataclass(frozen=True)
+class LinearQuant:
+    """One MatMulNBits linear of a package with a precision table: its graph name, bits, block and rounding."""
+
+    name: str
+    bits: int
+    block_size: int
+    rounding: str = "rtn"  # rtn (min/max) | search (weighted scale search) | gptq
+    symmetric: bool = False
+
+
+@dataclass(frozen=True)
 class Quantization:
     mode: str  # fp32 | fp16 | int8 | int4 | qdq
     method: str | None = None  # e.g. "MatMulNBits", "float16"
@@ -145,6 +156,8 @@ class Quantization:
     accuracy_level: int | None = None
     calibration: str | None = None  # how weights were prepared before rounding, e.g. "awq: 8 windows x 128 tokens"
     layers: tuple[LayerPrecision, ...] = ()  # NPU LPBQ int4: per decoder layer, measured (see LayerPrecision)
+    mix: str | None = None  # the per-linear precision table (None: every linear at bits / block_size)
+    linears: tuple[LinearQuant, ...] = ()  # with a table: every linear as built
 
 
 @dataclass(frozen=True)

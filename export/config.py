@@ -13,8 +13,12 @@ class QuantConfig:
     mlp_block_size: int | None = 128  # gate/up/down, most of the weights (native builder; None = block_size)
     symmetric: bool = False  # zero points cost MatMulNBits nothing measurable on CPU and round closer
     accuracy_level: int = 4  # 4 = int8 activations on CPU, MatMulNBits' fastest path
-    calibration: str = "auto"  # auto (awq for native int4) | none (round to nearest) | awq (activation-aware)
+    # auto (awq for native int4) | none (min/max rounding) | search (weighted scale search, no text) | awq
+    # (activation-aware scales) | gptq (awq scales, then error-compensating rounding against the inputs' moments)
+    calibration: str = "auto"
     calibration_samples: int = 4  # corpus windows (128 tokens) the awq calibration forward runs
+    gptq_samples: int = 32  # corpus windows (128 tokens) whose inputs' second moments gptq rounds against
+    mix: str = "uniform"  # per-linear precision table (edgelm.export.native.precision.MIXES)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,8 @@ def quant_modes() -> list[str]:
 
 # How int4/int8 weights are prepared before rounding (QuantConfig.calibration). auto: awq for int4 from the
 # native builder (where it pays most: 16 levels per block), plain rounding otherwise.
-CALIBRATIONS = ("auto", "none", "awq")
+CALIBRATIONS = ("auto", "none", "search", "awq", "gptq")
+CALIBRATED = ("awq", "gptq")  # the ones that run the calibration forward (awq scales; gptq: awq scales + GPTQ)
 ACCURACY_LEVELS = (0, 1, 2, 3, 4)  # MatMulNBits' accuracy_level attribute
 
 

@@ -1,24 +1,31 @@
-"""`edgelm eval`: perplexity, agreement with and divergence from a reference."""
+"""`edgelm eval`: perplexity, agreement with and divergence from a reference; `--kld`: llama.cpp's KLD scoring."""
 
 from __future__ import annotations
 
-from edgelm.cli.common import subcommand
-
 from pathlib import Path
 
+from edgelm.cli.common import subcommand
 from edgelm.errors import UsageError
 
 
+def _read_text(name: str | None) -> str | None:
+    if not name:
+        return None
+    try:
+        return Path(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read --text {name}: {exc}") from None
+
+
 def run(args) -> int:
+    if args.kld:
+        return _kld(args)
+    if len(args.package) != 1:
+        raise UsageError("give one package (several are compared with --kld REF)")
     from edgelm.bench.quality import evaluate
 
-    text = None
-    if args.text:
-        try:
-            text = Path(args.text).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"cannot read --text {args.text}: {exc}") from None
-    q = evaluate(args.package, args.ref, window=args.window, ep=args.ep, chat=args.chat, progress=not args.quiet,
+    text = _read_text(args.text)
+    q = evaluate(args.package[0], args.ref, window=args.window, ep=args.ep, chat=args.chat, progress=not args.quiet,
                  with_perplexity=not args.no_perplexity, text=text, divergence=True)
     where = args.text or "shipped corpus"
     if q.perplexity is not None:
@@ -31,23 +38,45 @@ def run(args) -> int:
     return 0
 
 
+def _kld(args) -> int:
+    from edgelm.bench.divergence import kld_table
+
+    text = _read_text(args.text)
+    rows = kld_table(args.kld, args.package, text=text, n_ctx=args.ctx, ep=args.ep, progress=not args.quiet)
+    print(f"| model | file MiB | KLD vs {Path(args.kld).name} | same top | PPL |")
+    print("|---|---|---|---|---|")
+    for name, size, r in rows:
+        print(f"| {name} | {size / 2**20:.1f} | {r.kld:.4f} ± {r.kld_err:.4f} | {100 * r.same_top:.1f}% | {r.ppl:.3f} |")
+    r = rows[0][2]
+    print(f"{r.positions} positions ({r.chunks} chunks of {r.n_ctx}, second half of each scored, as "
+          f"llama-perplexity --kl-divergence); reference PPL {r.ppl_ref:.3f}; text: "
+          f"{args.text or 'Apache-2.0 + MPL-2.0 (/usr/share/common-licenses)'}")
+    return 0
+
+
 EXAMPLES = (
     "edgelm eval pkg-int4                          # perplexity on the shipped corpus",
     "edgelm eval pkg-int4 --ref hf-folder          # + greedy agreement with the source model",
     "edgelm eval pkg-int4 --ref pkg-fp32 --text notes.txt --chat",
+    "edgelm eval --kld pkg-fp32 pkg-int4 pkg-int8  # KL divergence scored as llama-perplexity scores it",
+    "edgelm eval --kld hf-folder pkg-int4 model.Q4_K_M.gguf   # GGUF rows need llama-cpp-python",
 )
 
 
 def add(sub) -> None:
     p = subcommand(sub, "eval", "perplexity on a text, agreement with and divergence from a reference", EXAMPLES)
-    p.add_argument("package", help="the edgelm package to evaluate")
+    p.add_argument("package", nargs="+", help="the edgelm package to evaluate (with --kld: packages and .gguf files)")
     p.add_argument("--ref", metavar="REF", help="reference edgelm package or HF model folder")
+    p.add_argument("--kld", metavar="REF", help="score every candidate's KL divergence from REF (a float package, an HF "
+                   "folder or a GGUF file) as llama-perplexity --kl-divergence does: chunks of --ctx tokens, the "
+                   "second half of each scored; text: the Apache-2.0 and MPL-2.0 licenses unless --text")
+    p.add_argument("--ctx", type=int, default=256, help="--kld: tokens per chunk (default 256, llama-perplexity's -c)")
     p.add_argument("--window", type=int, default=256, help="tokens per perplexity window (default 256)")
     p.add_argument("--ep", default="cpu", help="execution provider running the package (default cpu)")
     p.add_argument("--chat", action="store_true",
                    help="agreement on held-out prompts through the chat template (not in the shipped corpus)")
     p.add_argument("--no-perplexity", action="store_true", help="agreement only (no text pass)")
     p.add_argument("--text", metavar="FILE", help="UTF-8 text for perplexity and divergence (default: the shipped "
-                   "corpus)")
+                   "corpus; with --kld the license texts)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines or bars")
     p.set_defaults(func=run)

@@ -59,14 +59,14 @@ def _bias(w: dict, role: str):
 
 
 def best_scales(x: np.ndarray, mean_abs: np.ndarray, weights: list[np.ndarray], bits: int, block_size: int,
-                symmetric: bool, seed: int = 0) -> tuple[np.ndarray, float]:
+                symmetric: bool, seed: int = 0, alphas: tuple[float, ...] = ALPHAS) -> tuple[np.ndarray, float]:
     """The input-channel scales (and their alpha) whose rounded linears best reproduce x @ W.T."""
     rng = np.random.default_rng(seed)
     sampled = [w[np.sort(rng.choice(w.shape[0], min(w.shape[0], SAMPLE_OUTPUTS), replace=False))] for w in weights]
     exact = [x @ w.T for w in sampled]
     stat = np.maximum(mean_abs, mean_abs.max() * 1e-5).astype(np.float64)
     best, best_alpha, best_err = np.ones(len(mean_abs), np.float32), 0.0, np.inf
-    for alpha in ALPHAS:
+    for alpha in alphas:
         s = stat**alpha
         s = (s / np.sqrt(s.max() * s.min())).astype(np.float32)
         err = sum(float((((x / s) @ fake_quantize(w * s, bits, block_size, symmetric).T - y) ** 2).sum())
@@ -134,7 +134,7 @@ class CalibrationForward:
         prod = self.act(gate) * up
         self.h = h + (prod @ w["down"].T + _bias(w, "down_bias")) * r  # float32 throughout (numpy scalars would promote to float64)
         return {"attn": x.reshape(nw * length, -1), "mlp": x2.reshape(nw * length, -1),
-                "down": prod.reshape(nw * length, -1)}
+                "down": prod.reshape(nw * length, -1), "o": attn.reshape(nw * length, -1)}
 
 
 class AwqReader:
@@ -144,8 +144,11 @@ class AwqReader:
     weights and chooses that layer's scales; the builder asks for layers in order, so the forward advances
     with it. The forward starts from the embedding table the builder reads first, not a second read."""
 
-    def __init__(self, reader, arch, windows: list[list[int]], fmt, seed: int = 0):
+    def __init__(self, reader, arch, windows: list[list[int]], fmt, seed: int = 0, moments: bool = False,
+                 alphas: tuple[float, ...] = ALPHAS):
         self.reader, self.arch, self.fmt, self.seed = reader, arch, fmt, seed
+        self.keep_moments, self.alpha_grid = moments, alphas
+        self.layer_moments: dict[str, np.ndarray] = {}  # the latest layer's X^T X per linear input, scaled
         self.windows = windows
         self.forward: CalibrationForward | None = None
         self.layer_of = {arch.tensor(role, i): i for i in range(arch.num_layers) for role in LAYER_ROLES
@@ -183,23 +186,45 @@ class AwqReader:
             x = acts[group.name]
             rows = x[np.sort(self.rng.choice(len(x), min(len(x), SAMPLE_ROWS), replace=False))]
             s, alpha = best_scales(rows, np.abs(x).mean(0), [w[r] for r in group.linears], fmt.bits,
-                                   fmt.block(group.mlp), fmt.symmetric, seed=self.seed + layer)
+                                   fmt.block(group.mlp), fmt.symmetric, seed=self.seed + layer, alphas=self.alpha_grid)
             self.alphas[(group.name, layer)] = alpha
+            if self.keep_moments:  # the scaled linears see x / s: their moments are H / (s s^T)
+                xs = x / s
+                self.layer_moments[group.name] = xs.T @ xs
             for role in group.linears:
                 scaled[role] = scaled[role] * s
             fold = scaled[group.fold]
             scaled[group.fold] = fold / s[:, None] if group.fold_rows else fold / s
             if group.fold_rows and scaled.get(f"{group.fold}_bias") is not None:  # the output rows' bias too
                 scaled[f"{group.fold}_bias"] = scaled[f"{group.fold}_bias"] / s
+        if self.keep_moments:
+            self.layer_moments["o"] = acts["o"].T @ acts["o"]
         self.current = {a.tensor(role, layer): t for role, t in scaled.items() if t is not None}
         self.done = layer
+
+    def moments(self, name: str) -> np.ndarray | None:
+        """X^T X (K, K) of the calibration inputs of builder linear `name` in the latest calibrated layer (in the
+        scaled weights' coordinates), or None (not kept, or not a layer linear: the lm_head)."""
+        from edgelm.export.native.precision import role_of
+
+        role, layer = role_of(name)
+        group = MOMENT_GROUPS.get(role)
+        if not self.keep_moments or group is None or layer != self.done:
+            return None
+        return self.layer_moments.get(group)
 
     @property
     def mean_alpha(self) -> float:
         return float(np.mean(list(self.alphas.values()))) if self.alphas else 0.0
 
 
-def awq_reader(source, reader, fmt, samples: int, seed: int = 0) -> AwqReader:
+# builder linear role -> the calibration input it reads
+MOMENT_GROUPS = {"qkv": "attn", "o": "o", "gate_up": "mlp", "down": "down"}
+
+
+def awq_reader(source, reader, fmt, samples: int, seed: int = 0, moments: bool = False,
+               alphas: tuple[float, ...] = ALPHAS) -> AwqReader:
     from edgelm.export.calibration import calibration_windows
 
-    return AwqReader(reader, source.arch, calibration_windows(source, samples, WINDOW), fmt, seed)
+    windows = calibration_windows(source, samples, WINDOW, wide=moments)  # gptq needs many distinct tokens
+    return AwqReader(reader, source.arch, windows, fmt, seed, moments, alphas)

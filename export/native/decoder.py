@@ -26,13 +26,15 @@ import numpy as np
 from edgelm.export.arch import ArchSpec
 from edgelm.export.native.activations import ACTIVATIONS
 from edgelm.export.native.graph import GraphBuilder
+from edgelm.export.native.gptq import gptq, quantize_weighted, searched_row_slices
+from edgelm.export.native.precision import Precision, PrecisionTable, precision_table
 from edgelm.export.native.quant import quantize_blockwise, quantize_row_slices
 from edgelm.export.native.rope import rope_switch, rotary_caches
 from edgelm.export.native.weights import SafetensorsReader, role_weight
 from edgelm.progress import Progress, as_progress
 from edgelm.export.optimum_backend import OPTIMUM_IO
-from edgelm.export.quantize import resolve_calibration
-from edgelm.manifest import WeightStats
+from edgelm.export.quantize import CALIBRATED, resolve_calibration
+from edgelm.manifest import LinearQuant, WeightStats
 
 # optimum's names, so both builders' packages look alike; no position_ids (GQA rotates by itself) and
 # an input saying how many last positions get logits
@@ -55,9 +57,16 @@ class LinearFormat:
     pack_mlp: bool = True  # gate|up as one MatMulNBits
     mlp_block_size: int | None = None  # gate/up/down (most of the weights); None = block_size
     float_type: str = "float32"  # activations, float weights and the KV cache (float16: fp16 package)
+    table: PrecisionTable | None = None  # per-linear bits and block (None: `bits` and the block sizes above)
+    rounding: str = "rtn"  # rtn (min/max) | search (weighted scale search) | gptq (error-compensating)
 
     def block(self, mlp: bool = False) -> int:
         return self.mlp_block_size or self.block_size if mlp else self.block_size
+
+    def precision(self, name: str, mlp: bool, layers: int) -> Precision:
+        """The bits and block of the linear `name` (a builder graph name)."""
+        p = self.table.choose(name, layers) if self.table is not None else Precision(self.bits, self.block(mlp))
+        return p if p.symmetric is not None else replace(p, symmetric=self.symmetric)
 
 
 class DecoderBuilder:
@@ -66,6 +75,7 @@ class DecoderBuilder:
         self.arch, self.reader, self.fmt, self.progress, self.io = arch, reader, fmt, progress, io
         self.float = np.dtype(fmt.float_type)  # every float tensor of the graph but the logits
         self.g = GraphBuilder(folder, model_file)
+        self.rounded: dict[str, tuple[Precision, str]] = {}  # linear name -> (precision, rounding) as built
 
     def _f(self, array: np.ndarray) -> np.ndarray:
         return array.astype(self.float, copy=False)
@@ -78,29 +88,40 @@ class DecoderBuilder:
             w = g.weight(f"{name}.weight", np.ascontiguousarray(self._f(weight).T))
             (y,) = g.node("MatMul", [x, w], [f"{name}/out"], name=f"{name}/MatMul")
         else:
-            block = fmt.block(mlp)
-            y = self._matmul_nbits(x, self._store(quantize_blockwise(weight, fmt.bits, block, fmt.symmetric), name,
-                                                  block), name)
+            p = fmt.precision(name, mlp, self.arch.num_layers)
+            y = self._matmul_nbits(x, self._store(self._quantize(weight, name, p), name, p), name)
         if bias is not None:
             (y,) = self.g.node("Add", [y, self.g.weight(f"{name}.bias", self._f(bias))], [f"{name}/biased"],
                                name=f"{name}/Add")
         return y
 
-    def _store(self, q, name: str, block: int, gather_only: bool = False) -> tuple:
-        """Write a quantized weight's codes, scales (and zero points); return (names, N, K, block)."""
+    def _quantize(self, weight: np.ndarray, name: str, p: Precision):
+        """`weight` (N, K) rounded to `p`: GPTQ against its inputs' second moments where the reader has them
+        (calibration gptq), a weighted scale search (search, or gptq without moments), else min/max."""
+        rounding = self.fmt.rounding
+        moments = getattr(self.reader, "moments", None)
+        hessian = moments(name) if rounding == "gptq" and moments is not None else None
+        self.rounded[name] = (p, "gptq" if hessian is not None else "rtn" if rounding == "rtn" else "search")
+        if hessian is not None:
+            return gptq(weight, hessian, p.bits, p.block, p.symmetric)
+        if rounding == "rtn":
+            return quantize_blockwise(weight, p.bits, p.block, p.symmetric)
+        return quantize_weighted(weight, None, p.bits, p.block, p.symmetric)
+
+    def _store(self, q, name: str, p: Precision, gather_only: bool = False) -> tuple:
+        """Write a quantized weight's codes, scales (and zero points); return (names, N, K, precision)."""
         g = self.g
         # scales take the activations' type (MatMulNBits binds them to one type parameter; float16 packages)
         names = [g.weight(f"{name}.qweight", q.codes, gather_only),
                  g.weight(f"{name}.scales", self._f(q.scales), gather_only)]
         if q.zero_points is not None:
             names.append(g.weight(f"{name}.zero_points", q.zero_points, gather_only))
-        return names, q.n, q.k, block
+        return names, q.n, q.k, p
 
     def _matmul_nbits(self, x: str, stored: tuple, name: str) -> str:
-        names, n, k, block = stored
-        fmt = self.fmt
+        names, n, k, p = stored
         (y,) = self.g.node("MatMulNBits", [x, *names], [f"{name}/out"], name=f"{name}/MatMulNBits", domain=MS,
-                           K=k, N=n, bits=fmt.bits, block_size=block, accuracy_level=fmt.accuracy_level)
+                           K=k, N=n, bits=p.bits, block_size=p.block, accuracy_level=self.fmt.accuracy_level)
         return y
 
     def embedding(self, ids: str, tied: bool) -> tuple[str, tuple | None]:
@@ -110,22 +131,25 @@ class DecoderBuilder:
         embed = a.tensor("embed")
         name = "/model/embed_tokens"
         hidden = a.hidden_size
-        if fmt.bits is None or hidden % fmt.block_size:
+        p = None if fmt.bits is None else fmt.precision(name, False, a.num_layers)  # the lm_head's, when tied
+        if p is None or hidden % p.block:
             w = g.weight("model.embed_tokens.weight", self._f(self.reader.get(embed)), gather_only=True)
             (x,) = g.node("Gather", [w, ids], [f"{name}/out"], name=f"{name}/Gather")
             return x, None
+        self.rounded[name] = (p, "rtn" if fmt.rounding == "rtn" else "search")
+        rounder = quantize_row_slices if fmt.rounding == "rtn" else searched_row_slices
         if hasattr(self.reader, "get_rows"):  # read by rows: the float table is never whole (2.5 GB at 200k x 3072)
             rows, cols = self.reader.shape(embed)
-            q = quantize_row_slices(lambda i, j: self.reader.get_rows(embed, i, j), rows, cols, fmt.bits,
-                                    fmt.block_size, fmt.symmetric)
+            q = rounder(lambda i, j: self.reader.get_rows(embed, i, j), rows, cols, p.bits, p.block, p.symmetric)
         else:  # the awq reader: its calibration forward starts from the table
-            q = quantize_blockwise(self.reader.get(embed), fmt.bits, fmt.block_size, fmt.symmetric)
-        stored = self._store(q, name, fmt.block_size, gather_only=not tied)  # tied: lm_head streams the whole table per token
+            table = self.reader.get(embed)
+            q = rounder(lambda i, j: table[i:j], len(table), table.shape[1], p.bits, p.block, p.symmetric)
+        stored = self._store(q, name, p, gather_only=not tied)  # tied: lm_head streams the whole table per token
         rows = g.constant(f"{name}/rows_shape", np.array([q.n, -1], dtype=np.int64))
         inputs = [g.node("Reshape", [n, rows], [f"{n}/2d"], name=f"{n}/Reshape")[0] for n in stored[0]]
         inputs.insert(1, ids)
         (x,) = g.node("GatherBlockQuantized", inputs, [f"{name}/out"], name=f"{name}/GatherBlockQuantized",
-                      domain=MS, gather_axis=0, quantize_axis=1, block_size=fmt.block_size, bits=fmt.bits)
+                      domain=MS, gather_axis=0, quantize_axis=1, block_size=p.block, bits=p.bits)
         return x, stored if tied else None
 
     def norm(self, x: str, residual: str | None, weight_role: str, layer: int | None, name: str) -> tuple[str, str]:
@@ -363,24 +387,28 @@ def export_native(source, workdir: Path, mode, progress: bool | Progress = True,
     With awq calibration (`resolve_calibration`: int4 by default) each layer's weights are scaled by
     activation-aware factors from a float forward of calibration windows (`edgelm.export.native.awq`)."""
     bits, quant_config = mode.native_bits, mode.config
+    table = precision_table(quant_config.mix, bits, quant_config) if bits is not None else None
     fmt = LinearFormat(bits, quant_config.block_size, quant_config.symmetric, quant_config.accuracy_level,
-                       mlp_block_size=quant_config.mlp_block_size, float_type=mode.native_float)
+                       mlp_block_size=quant_config.mlp_block_size, float_type=mode.native_float, table=table)
     reader = SafetensorsReader(source.path)
     awq = None
     calibration = resolve_calibration(quant_config, bits)
-    if calibration == "awq" and not source.arch.awq_supported:  # fused weights, or a forward it does not model
-        if quant_config.calibration == "awq":
+    if calibration in CALIBRATED and not source.arch.awq_supported:  # fused weights, or a forward it does not model
+        if quant_config.calibration in CALIBRATED:
             from edgelm.errors import ExportError
 
             what = f"fused weights ({', '.join(source.arch.fused)})" if source.arch.fused else "layers"
-            raise ExportError(f"--calibration awq is not built for {source.arch.name}'s {what}; export with "
-                              "--calibration none")
+            raise ExportError(f"--calibration {quant_config.calibration} is not built for {source.arch.name}'s "
+                              f"{what}; export with --calibration none")
         calibration = "none"  # auto: plain rounding, said in the manifest's quantization block
-    if calibration == "awq":
+    if calibration in CALIBRATED:
         from edgelm.export.native.awq import awq_reader
 
-        reader = awq = awq_reader(source, reader, fmt, quant_config.calibration_samples)
-    what = f"build the {mode.name} graph" + (" (awq: calibrate, scale, quantize)" if awq else "")
+        gptq_rounding = calibration == "gptq"
+        samples = quant_config.gptq_samples if gptq_rounding else quant_config.calibration_samples
+        reader = awq = awq_reader(source, reader, fmt, samples, moments=gptq_rounding)
+    fmt = replace(fmt, rounding={"gptq": "gptq", "awq": "rtn", "none": "rtn", "search": "search"}[calibration])
+    what = f"build the {mode.name} graph" + (f" ({calibration}: calibrate, scale, quantize)" if awq else "")
     with as_progress(progress).stage(what, total=source.arch.num_layers, unit="layer") as bar:
         builder = DecoderBuilder(source.arch, reader, workdir, "model.onnx", fmt, bar, io)
         try:
@@ -391,6 +419,11 @@ def export_native(source, workdir: Path, mode, progress: bool | Progress = True,
     if bits is not None and fmt.block(mlp=True) != fmt.block_size:
         quant = replace(quant, mlp_block_size=fmt.block(mlp=True))
     if awq is not None:
-        quant = replace(quant, calibration=f"awq: {len(awq.windows)} windows x {len(awq.windows[0])} tokens, "
-                                           f"mean alpha {awq.mean_alpha:.3f}")
+        quant = replace(quant, calibration=f"{calibration}: {len(awq.windows)} windows x {len(awq.windows[0])} "
+                                           f"tokens, awq mean alpha {awq.mean_alpha:.3f}")
+    elif calibration == "search":
+        quant = replace(quant, calibration="search: scales and zero points searched per block (no calibration text)")
+    if table is not None:
+        quant = replace(quant, mix=quant_config.mix, linears=tuple(
+            LinearQuant(name, p.bits, p.block, how, bool(p.symmetric)) for name, (p, how) in builder.rounded.items()))
     return path, io, stats, quant

@@ -32,10 +32,13 @@ def quantize_blockwise(weight: np.ndarray, bits: int, block_size: int, symmetric
     return quantize_row_slices(lambda i, j: weight[i:j], n, k, bits, block_size, symmetric)
 
 
-def quantize_row_slices(rows, n: int, k: int, bits: int, block_size: int, symmetric: bool) -> Quantized:
+def quantize_row_slices(rows, n: int, k: int, bits: int, block_size: int, symmetric: bool,
+                        rounder=None) -> Quantized:
     """quantize_blockwise of an (n, k) weight read by `rows(start, stop)` a chunk at a time (a vocabulary table
-    read from the file by rows is never whole in memory)."""
-    parts = [_quantize_rows(rows(i, i + ROWS_PER_CHUNK), bits, block_size, symmetric)
+    read from the file by rows is never whole in memory); `rounder(rows, bits, block_size, symmetric)` rounds
+    a chunk (default min/max)."""
+    rounder = rounder or _quantize_rows
+    parts = [rounder(rows(i, min(i + ROWS_PER_CHUNK, n)), bits, block_size, symmetric)
              for i in range(0, n, ROWS_PER_CHUNK)]
     zps = [p.zero_points for p in parts]
     return Quantized(

@@ -1,0 +1,159 @@
+"""Error-compensating rounding (GPTQ-style) into MatMulNBits' block layout, in numpy.
+
+A linear y = x @ W.T quantized to W_q errs by (W - W_q) x; over calibration inputs X (tokens, K) its squared
+error is tr((W - W_q) H (W - W_q)^T) with H = X^T X (the inputs' second moments). GPTQ rounds W one input
+column at a time and pushes each column's rounding error onto the columns not yet rounded, in the proportions
+H's inverse says they can absorb it (Frantar et al. 2022, the optimal brain surgeon update):
+
+    U = chol(H^-1), upper            (H damped: + 1% of its mean diagonal)
+    for column j:                    (in batches of columns, the update of the rest applied once a batch)
+        at a block's first column: scale and zero point of the block from the columns as they are now,
+                                   chosen to minimise the H-diagonal-weighted error (search_scales)
+        q_j = round(w_j)             err_j = (w_j - q_j) / U[j, j]
+        w_k -= err_j * U[j, k]       for every k > j
+
+Columns that never see an input (H[j, j] = 0) are zero and rounded as zero. Memory: W in float32, H and U in
+float64 (K x K: 640 MB at K = 8960, a 1.5B model's down projection).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgelm.export.native.quant import Quantized, pack_codes, quantize_row_slices
+
+DAMP = 0.01  # of H's mean diagonal, added to its diagonal
+BATCH = 128  # columns whose updates to the rest are applied together
+SHRINK = np.linspace(1.0, 0.55, 19)  # range factors the scale search tries (1 = min/max)
+
+
+def search_scales(w: np.ndarray, h: np.ndarray | None, bits: int, symmetric: bool
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Scale (N,) and integer zero point (N,) per row of a block `w` (N, B) minimising sum_j h_j (w - dq)^2
+    (h None: unweighted). Each candidate range (min/max shrunk by SHRINK) gets its zero point by rounding and
+    then its least-squares scale for the codes it gives; the best candidate per row is kept."""
+    qmax = (1 << bits) - 1
+    h = np.ones(w.shape[1], np.float32) if h is None else np.maximum(h.astype(np.float32), 1e-12)
+    best_err = np.full(w.shape[0], np.inf, np.float32)
+    best_scale = np.ones(w.shape[0], np.float32)
+    best_zp = np.zeros(w.shape[0], np.float32)
+    if symmetric:
+        idx = np.abs(w).argmax(axis=1)
+        extreme = w[np.arange(len(w)), idx]  # the value of largest magnitude maps to code 0 (-2^(bits-1))
+    else:
+        lo, hi = np.minimum(w.min(axis=1), 0.0), np.maximum(w.max(axis=1), 0.0)
+    for f in SHRINK:
+        if symmetric:
+            scale = extreme * f / -float(1 << (bits - 1))
+            zp = np.full(len(w), float(1 << (bits - 1)), np.float32)
+        else:
+            scale = (hi - lo) * f / qmax
+            scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+            zp = np.clip(np.rint(-lo * f / scale), 0, qmax)
+        scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+        q = np.clip(np.rint(w / scale[:, None]) + zp[:, None], 0, qmax) - zp[:, None]  # (N, B) signed codes
+        # least-squares scale for these codes: argmin_s sum h (w - s q)^2
+        num, den = (h * w * q).sum(axis=1), (h * q * q).sum(axis=1)
+        fitted = np.where(den > 0, num / np.where(den > 0, den, 1.0), scale).astype(np.float32)
+        fitted = np.where(fitted == 0, scale, fitted)
+        for s in (scale, fitted):
+            q2 = np.clip(np.rint(w / s[:, None]) + zp[:, None], 0, qmax) - zp[:, None]
+            err = (h * (w - q2 * s[:, None]) ** 2).sum(axis=1)
+            better = err < best_err
+            best_err = np.where(better, err, best_err)
+            best_scale = np.where(better, s, best_scale)
+            best_zp = np.where(better, zp, best_zp)
+    return best_scale, best_zp
+
+
+def _round_column(w: np.ndarray, scale: np.ndarray, zp: np.ndarray, qmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, dequantized values) of one column (N,) with per-row scale and zero point."""
+    codes = np.clip(np.rint(w / scale) + zp, 0, qmax)
+    return codes, (codes - zp) * scale
+
+
+def gptq(weight: np.ndarray, hessian: np.ndarray, bits: int, block_size: int, symmetric: bool,
+         damp: float | None = None) -> Quantized:
+    """`weight` (N, K) rounded column by column against `hessian` (K, K) = X^T X, in blocks of `block_size`
+    columns (each block one scale and zero point per row), packed as MatMulNBits takes it."""
+    n, k = weight.shape
+    qmax = (1 << bits) - 1
+    w = np.array(weight, dtype=np.float32)
+    h = np.array(hessian, dtype=np.float64)
+    dead = np.diag(h) <= 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    diag = np.diag(h).copy()
+    h[np.diag_indices(k)] += (DAMP if damp is None else damp) * diag.mean()
+    u = _upper_cholesky_of_inverse(h)
+    k_blocks = -(-k // block_size)
+    codes = np.zeros((n, k_blocks * block_size), np.float32)
+    scales = np.ones((n, k_blocks), np.float32)
+    zps = np.zeros((n, k_blocks), np.float32)
+    batch = max(BATCH // block_size, 1) * block_size  # a batch holds whole blocks
+    for i1 in range(0, k, batch):
+        i2 = min(i1 + batch, k)
+        w1 = w[:, i1:i2].copy()
+        err1 = np.zeros_like(w1)
+        u1 = u[i1:i2, i1:i2].astype(np.float32)
+        for i in range(i2 - i1):
+            col = i1 + i
+            if col % block_size == 0:  # a new block: its scale from the columns as the updates left them
+                end = min(i + block_size, i2 - i1)
+                b = col // block_size
+                scales[:, b], zps[:, b] = search_scales(w1[:, i:end], diag[col:col + end - i].astype(np.float32),
+                                                        bits, symmetric)
+            b = col // block_size
+            q, dq = _round_column(w1[:, i], scales[:, b], zps[:, b], qmax)
+            codes[:, col] = q
+            e = (w1[:, i] - dq) / u1[i, i]
+            w1[:, i:] -= np.outer(e, u1[i, i:])
+            err1[:, i] = e
+        if i2 < k:
+            w[:, i2:] -= err1 @ u[i1:i2, i2:].astype(np.float32)
+    codes[:, k:] = zps.repeat(block_size, axis=1)[:, k:]  # padding dequantizes to zero
+    codes = codes.reshape(n, k_blocks, block_size)
+    zero_points = None if symmetric else pack_codes(zps.astype(np.uint8), bits).reshape(-1)
+    return Quantized(pack_codes(codes.astype(np.uint8), bits), scales.reshape(-1), zero_points, n, k)
+
+
+def _upper_cholesky_of_inverse(h: np.ndarray) -> np.ndarray:
+    """U upper-triangular with H^-1 = U^T U (float64), damping more while H is not positive definite."""
+    k = len(h)
+    extra = 0.0
+    for _ in range(8):
+        try:
+            lower = np.linalg.cholesky(h + extra * np.eye(k))
+            inv = np.linalg.inv(lower)  # H^-1 = L^-T L^-1
+            return np.linalg.cholesky(inv.T @ inv).T
+        except np.linalg.LinAlgError:
+            extra = max(extra * 10, 1e-6 * float(np.diag(h).mean()))
+    raise np.linalg.LinAlgError("the calibration inputs' second moments stay singular after damping")
+
+
+def quantize_weighted(weight: np.ndarray, importance: np.ndarray | None, bits: int, block_size: int,
+                      symmetric: bool) -> Quantized:
+    """Round to nearest, each block's scale and zero point searched against `importance` (K,) (the inputs'
+    mean squares; None: unweighted). For linears without calibration inputs (a tied vocabulary table)."""
+    n, k = weight.shape
+    k_blocks = -(-k // block_size)
+    qmax = (1 << bits) - 1
+    codes = np.zeros((n, k_blocks, block_size), np.float32)
+    scales = np.ones((n, k_blocks), np.float32)
+    zps = np.zeros((n, k_blocks), np.float32)
+    for b in range(k_blocks):
+        cols = slice(b * block_size, min((b + 1) * block_size, k))
+        w = np.asarray(weight[:, cols], dtype=np.float32)
+        s, z = search_scales(w, None if importance is None else importance[cols], bits, symmetric)
+        scales[:, b], zps[:, b] = s, z
+        codes[:, b, : w.shape[1]] = np.clip(np.rint(w / s[:, None]) + z[:, None], 0, qmax)
+        codes[:, b, w.shape[1]:] = z[:, None]
+    zero_points = None if symmetric else pack_codes(zps.astype(np.uint8), bits).reshape(-1)
+    return Quantized(pack_codes(codes.astype(np.uint8), bits), scales.reshape(-1), zero_points, n, k)
+
+
+
+def searched_row_slices(rows, n: int, k: int, bits: int, block_size: int, symmetric: bool) -> Quantized:
+    """quantize_weighted (unweighted) of an (n, k) weight read by `rows(start, stop)` a chunk of rows at a time."""
+    return quantize_row_slices(rows, n, k, bits, block_size, symmetric,
+                               rounder=lambda w, b, blk, sym: quantize_weighted(w, None, b, blk, sym))
