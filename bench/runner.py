@@ -144,7 +144,7 @@ def _run_job(engines, ep, threads, pp, tg, config: BenchConfig, notes: list[str]
             peak = worker.ask(cmd="finish")["peak_rss"]
             info = load["info"]
             if worker.engine != "edgelm":  # peers are labelled by the package they stand beside
-                info = {"model": base["model"], "quant": _peer_quant(worker.engine, base["quant"]), **info}
+                info = _labelled(worker.engine, base, info)
             rows.append(_row(worker.engine, engines[0][1], info, ep, threads, pp, tg, load["load_s"],
                              rounds[worker], peak))
         return rows
@@ -156,6 +156,11 @@ def _run_job(engines, ep, threads, pp, tg, config: BenchConfig, notes: list[str]
 def _peer_quant(engine: str, package_quant: str) -> str:
     """What precision a peer runs: optimum runs the package's graph, torch runs fp32, genai its own."""
     return {"optimum": package_quant, "torch": "fp32"}.get(engine, "own")
+
+
+def _labelled(engine: str, base: dict, info: dict) -> dict:
+    """A peer's row facts: the package's model name, and its own precision where it says (a GGUF file's type)."""
+    return {"model": base["model"], "quant": _peer_quant(engine, base["quant"]), **info}
 
 
 def _row(engine, package, info, ep, threads, pp, tg, load_s, rounds, peak_rss) -> BenchRow:

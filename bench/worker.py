@@ -22,7 +22,10 @@ from edgelm.errors import EdgeLMError, first_line
 
 
 def one_round(engine, prompt: list[int], tg: int) -> dict:
-    """Time one prefill (to the first token) and `tg` single-token decode steps."""
+    """Time one prefill (to the first token) and `tg` single-token decode steps (an engine that is a whole
+    benchmark tool of its own, llama-bench, times its round itself)."""
+    if hasattr(engine, "whole_round"):
+        return engine.whole_round(prompt, tg)
     engine.reset()
     ids = np.asarray(prompt, dtype=np.int64)
     t0 = time.perf_counter()
@@ -56,7 +59,7 @@ def serve(stdin=sys.stdin, stdout=sys.stdout) -> None:
 
                 reply = {"gbs": read_bandwidth(msg["threads"])}
             elif msg["cmd"] == "finish":
-                reply = {"peak_rss": peak_rss_bytes()}
+                reply = {"peak_rss": engine.peak_rss() if hasattr(engine, "peak_rss") else peak_rss_bytes()}
             else:
                 reply = {"error": f"unknown command {msg['cmd']!r}", "skip": False}
         except EngineUnavailable as exc:

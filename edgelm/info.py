@@ -62,6 +62,20 @@ def describe_partitions(path: str, home: str = "cpu") -> list[str]:
     return lines
 
 
+def _mix_summary(linears) -> str:
+    """'int4/32 asym gptq x 120, int8/64 sym x 1 (lm_head)': the linears grouped by their precision."""
+    from collections import Counter
+
+    def kind(x) -> str:
+        return f"int{x.bits}/{x.block_size} {'sym' if x.symmetric else 'asym'} {x.rounding}"
+
+    counts = Counter(kind(x) for x in linears)
+    roles = {}
+    for x in linears:
+        roles.setdefault(kind(x), set()).add(x.name.rsplit("/", 1)[-1])
+    return "; ".join(f"{k} x {n} ({', '.join(sorted(roles[k]))})" for k, n in counts.most_common())
+
+
 def _static_line(s) -> str:
     if s.prefill_file == s.decode_file:
         line = (f": one graph of {s.chunk} tokens/run over {s.context} positions (a decode step is one real token, "
@@ -101,7 +115,9 @@ def describe_package(path: str, verify: bool | str = True) -> str:
     m = Manifest.load(path)
     m.verify(path, hashes=verify)
     q = m.quantization
-    quant = q.mode + (f" ({q.method}, {q.bits} bits, block {q.block_size}, "
+    quant = q.mode + (f" ({q.method}, {q.bits} bits, per-linear precision below, accuracy level {q.accuracy_level})"
+                      if q.method == "MatMulNBits" and q.mix else
+                      f" ({q.method}, {q.bits} bits, block {q.block_size}, "
                       f"{'symmetric' if q.symmetric else 'asymmetric'}, accuracy level {q.accuracy_level})"
                       if q.method == "MatMulNBits" else f" ({q.method})" if q.method else "")
     kv = m.kv_cache
@@ -111,6 +127,8 @@ def describe_package(path: str, verify: bool | str = True) -> str:
         f"quantization {quant}",
         *([f"  layers     {sum(p.bits == 8 for p in q.layers)} of {len(q.layers)} kept 8-bit where 4-bit measured too "
            f"costly: {[p.layer for p in q.layers if p.bits == 8]} (per-layer errors: edgelm.json)"] if q.layers else []),
+        *([f"  mix        {q.mix}: {_mix_summary(q.linears)}"] if q.mix else []),
+        *([f"  rounding   {q.calibration}"] if q.calibration else []),
         f"context      {m.context_length} tokens, vocab {m.vocab_size}",
         f"target       {m.target}" + (_static_line(m.static) if m.static else ""),
         f"kv cache     {kv.num_layers} layers x {kv.num_kv_heads} kv heads x {kv.head_dim} dims, {kv.dtype}",

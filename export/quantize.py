@@ -36,12 +36,13 @@ CALIBRATED = ("awq", "gptq")  # the ones that run the calibration forward (awq s
 ACCURACY_LEVELS = (0, 1, 2, 3, 4)  # MatMulNBits' accuracy_level attribute
 
 
-def resolve_calibration(config: QuantConfig, bits: int | None) -> str:
-    """What the native builder does for linears of `bits` (None: float, nothing to prepare)."""
+def resolve_calibration(config: QuantConfig, bits: int | None, auto: str | None = None) -> str:
+    """What the native builder does for linears of `bits` (None: float, nothing to prepare); `auto`: the mode's
+    own choice for "auto" (the gptq formats), else awq for int4 and plain rounding for int8."""
     if bits is None:
         return "none"
     if config.calibration == "auto":
-        return "awq" if bits == 4 else "none"
+        return auto or ("awq" if bits == 4 else "none")
     return config.calibration
 
 
@@ -67,6 +68,8 @@ class QuantMode:
     native: ClassVar[bool] = True  # the native builder can emit this precision
     native_bits: ClassVar[int | None] = None  # its linears: None = float MatMul, else MatMulNBits bits
     native_float: ClassVar[str] = "float32"  # activations, float weights and KV cache of the native graph
+    mix: ClassVar[str | None] = None  # its per-linear precision table (export.native.precision.MIXES); None: uniform
+    calibration: ClassVar[str | None] = None  # what --calibration auto means for it (None: resolve_calibration's)
     optimum: ClassVar[bool] = True  # the optimum path can make it too (else the native builder only)
 
     def __init__(self, config: QuantConfig):
@@ -200,3 +203,43 @@ class Int4Fp16(Int4):
 
     native_float = "float16"
     optimum = False
+
+
+class _Gptq(QuantMode):
+    """The quality-per-byte formats (issue 28): GPTQ rounding against calibration inputs after awq scaling, and a
+    per-linear precision table (export.native.precision.MIXES[name]). Native builder only; an architecture whose
+    calibration forward is not modelled (fused weights, Gemma's norms) rounds plainly, and says so."""
+
+    optimum = False
+    calibration = "gptq"
+
+    def describe(self) -> Quantization:
+        cfg = self.config
+        # bits and blocks per linear: the manifest's `linears` (the precision table as built)
+        return Quantization(mode=self.name, method="MatMulNBits", bits=self.native_bits,
+                            accuracy_level=cfg.accuracy_level)
+
+
+@register("int4-gptq")
+class Int4Gptq(_Gptq):
+    """Every layer linear int4 (block 32, zero points), the vocabulary table (embedding and tied lm_head) int8."""
+
+    native_bits = 4
+    mix = "int4-gptq"
+
+
+@register("int4-gptq-compact")
+class Int4GptqCompact(_Gptq):
+    """The smaller 4-bit tier: int4 in blocks of 64 (128 where the input dim allows), int8 table in blocks of 128."""
+
+    native_bits = 4
+    mix = "int4-gptq-compact"
+
+
+@register("int8-gptq")
+class Int8Gptq(_Gptq):
+    """Every linear int8, symmetric, blocks of 64 (8.5 bits a weight, as llama.cpp's Q8_0)."""
+
+    native_bits = 8
+    mix = "int8-gptq"
+

@@ -56,7 +56,11 @@ def _peers(args) -> tuple[dict[str, str | None], list[str]]:
     from edgelm.bench.engines import ENGINES
 
     targets = {"optimum": (args.optimum_package, None), "torch": (args.hf, "--hf DIR"),
-               "genai": (args.genai_model, "--genai-model DIR")}
+               "genai": (args.genai_model, "--genai-model DIR"), "llamacpp": (args.gguf, "--gguf FILE")}
+    if args.llama_bench:  # the worker processes find llama-bench here (edgelm.bench.engines.llamacpp_engine)
+        import os
+
+        os.environ["EDGELM_LLAMA_BENCH"] = args.llama_bench
     peers, notes = {}, []
     for name in args.vs or ():
         if name not in targets:
@@ -155,12 +159,15 @@ def add(sub) -> None:
     p.add_argument("-o", "--output", default="md", choices=["md", "csv", "json", "jsonl"], help="stdout format")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     p.add_argument("--plot", metavar="DIR", help="write PNG plots (speed vs prompt length, memory)")
-    p.add_argument("--vs", type=names, help="peers in the same run: genai,optimum,torch")
+    p.add_argument("--vs", type=names, help="peers in the same run: genai,optimum,torch,llamacpp")
     p.add_argument("--hf", metavar="DIR", help="HF model folder for the torch peer")
     p.add_argument("--optimum-package", metavar="DIR",
                    help="an optimum-made edgelm package for the optimum peer (default: the package itself, "
                    "when it was exported with --backend optimum)")
     p.add_argument("--genai-model", metavar="DIR", help="onnxruntime-genai model folder for the genai peer")
+    p.add_argument("--gguf", metavar="FILE", help="a GGUF file for the llamacpp peer (timed by llama.cpp's llama-bench)")
+    p.add_argument("--llama-bench", metavar="PATH", help="llama.cpp's llama-bench binary, or its build folder "
+                   "(default: $EDGELM_LLAMA_BENCH, else llama-bench on PATH)")
     p.add_argument("--eval", action="store_true", help="add perplexity (and --ref agreement) columns")
     p.add_argument("--ref", metavar="REF", help="reference package or HF folder for agreement")
     p.add_argument("--draft", metavar="DIR", help="bench spec: a smaller package sharing the tokenizer, as a draft "

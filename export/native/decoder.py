@@ -387,12 +387,13 @@ def export_native(source, workdir: Path, mode, progress: bool | Progress = True,
     With awq calibration (`resolve_calibration`: int4 by default) each layer's weights are scaled by
     activation-aware factors from a float forward of calibration windows (`edgelm.export.native.awq`)."""
     bits, quant_config = mode.native_bits, mode.config
-    table = precision_table(quant_config.mix, bits, quant_config) if bits is not None else None
+    mix = mode.mix if quant_config.mix == "uniform" and mode.mix else quant_config.mix
+    table = precision_table(mix, bits, quant_config) if bits is not None else None
     fmt = LinearFormat(bits, quant_config.block_size, quant_config.symmetric, quant_config.accuracy_level,
                        mlp_block_size=quant_config.mlp_block_size, float_type=mode.native_float, table=table)
     reader = SafetensorsReader(source.path)
     awq = None
-    calibration = resolve_calibration(quant_config, bits)
+    calibration = resolve_calibration(quant_config, bits, mode.calibration)
     if calibration in CALIBRATED and not source.arch.awq_supported:  # fused weights, or a forward it does not model
         if quant_config.calibration in CALIBRATED:
             from edgelm.errors import ExportError
@@ -416,7 +417,7 @@ def export_native(source, workdir: Path, mode, progress: bool | Progress = True,
         finally:
             builder.g.close()
     quant = mode.describe()
-    if bits is not None and fmt.block(mlp=True) != fmt.block_size:
+    if bits is not None and table is None and fmt.block(mlp=True) != fmt.block_size:
         quant = replace(quant, mlp_block_size=fmt.block(mlp=True))
     if awq is not None:
         quant = replace(quant, calibration=f"{calibration}: {len(awq.windows)} windows x {len(awq.windows[0])} "
@@ -424,6 +425,6 @@ def export_native(source, workdir: Path, mode, progress: bool | Progress = True,
     elif calibration == "search":
         quant = replace(quant, calibration="search: scales and zero points searched per block (no calibration text)")
     if table is not None:
-        quant = replace(quant, mix=quant_config.mix, linears=tuple(
+        quant = replace(quant, mix=mix, linears=tuple(
             LinearQuant(name, p.bits, p.block, how, bool(p.symmetric)) for name, (p, how) in builder.rounded.items()))
     return path, io, stats, quant
