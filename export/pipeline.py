@@ -121,9 +121,10 @@ def choose_backend(requested: str, source, mode: QuantMode) -> tuple[str, str | 
     if chosen == "optimum" and not mode.optimum:
         why = f": the native builder declines this model ({reason})" if reason else ""
         raise ExportError(f"{mode.name} is built by the native builder only{why}; choose another --quant")
-    if chosen == "optimum" and mode.config.calibration == "awq" and mode.native_bits is not None:
-        raise ExportError("--calibration awq is done by the native builder, and this export takes the optimum "
-                          "backend (asked for, or needed by the architecture or precision); drop --calibration awq")
+    if chosen == "optimum" and mode.config.calibration not in ("auto", "none") and mode.native_bits is not None:
+        c = mode.config.calibration
+        raise ExportError(f"--calibration {c} is done by the native builder, and this export takes the optimum "
+                          f"backend (asked for, or needed by the architecture or precision); drop --calibration {c}")
     if requested == "auto" and reason and source.arch.native:  # a spec'd architecture whose config is declined
         warnings.warn(BackendFallback(f"the native builder declines {source.arch.name} ({reason}); exporting with "
                                       "optimum"), stacklevel=3)

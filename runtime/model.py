@@ -211,8 +211,8 @@ class Model:
         if self.provider.spec.name != "cpu":
             return f"that is measured on the CPU provider only, not on {self.provider.label}"
         if q.mode not in EXACT_VERIFY:
-            return (f"{q.mode} packages do not (SmolLM2 fp16: up to 0.08 logits apart); use an fp32 package or int4 "
-                    "exported with --accuracy-level 1")
+            return (f"{q.mode} packages are not measured to (it was for fp32, and int4/int8 at accuracy level 1; SmolLM2 "
+                    "fp16 came out up to 0.08 logits apart); use an fp32 package or int4 exported with --accuracy-level 1")
         levels = EXACT_VERIFY[q.mode]
         if levels is not None and (q.accuracy_level or 0) not in levels:
             return (f"this package's MatMulNBits run at accuracy level {q.accuracy_level} (int8 activations), which turns "

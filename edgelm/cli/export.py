@@ -83,8 +83,9 @@ def add(sub) -> None:
     p.add_argument("--symmetric", action="store_true",
                    help=f"int4/int8 without zero points{sym[qd['symmetric']]}")
     p.add_argument("--calibration", choices=CALIBRATIONS,
-                   help="int4/int8 weight preparation (default auto: awq for int4 from the native builder, else none; "
-                   "awq: activation-aware scales from a first pass over the shipped corpus)")
+                   help="int4/int8 weight preparation (default auto: awq for int4, gptq for the *-gptq formats, else "
+                   "none; awq: activation-aware scales from a first pass over the shipped corpus; gptq: awq, then "
+                   "error-compensating rounding against the calibration inputs; search: per-block scale search only)")
     p.add_argument("--backend", choices=["auto", "native", "optimum"],
                    help=f"graph builder (default {ed['backend']}: native where the architecture and precision "
                    "allow, else optimum-onnx)")

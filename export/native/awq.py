@@ -59,14 +59,14 @@ def _bias(w: dict, role: str):
 
 
 def best_scales(x: np.ndarray, mean_abs: np.ndarray, weights: list[np.ndarray], bits: int, block_size: int,
-                symmetric: bool, seed: int = 0, alphas: tuple[float, ...] = ALPHAS) -> tuple[np.ndarray, float]:
+                symmetric: bool, seed: int = 0, alphas: tuple[float, ...] | None = None) -> tuple[np.ndarray, float]:
     """The input-channel scales (and their alpha) whose rounded linears best reproduce x @ W.T."""
     rng = np.random.default_rng(seed)
     sampled = [w[np.sort(rng.choice(w.shape[0], min(w.shape[0], SAMPLE_OUTPUTS), replace=False))] for w in weights]
     exact = [x @ w.T for w in sampled]
     stat = np.maximum(mean_abs, mean_abs.max() * 1e-5).astype(np.float64)
     best, best_alpha, best_err = np.ones(len(mean_abs), np.float32), 0.0, np.inf
-    for alpha in alphas:
+    for alpha in alphas or ALPHAS:  # the module's grid, read at call time
         s = stat**alpha
         s = (s / np.sqrt(s.max() * s.min())).astype(np.float32)
         err = sum(float((((x / s) @ fake_quantize(w * s, bits, block_size, symmetric).T - y) ** 2).sum())
@@ -145,7 +145,7 @@ class AwqReader:
     with it. The forward starts from the embedding table the builder reads first, not a second read."""
 
     def __init__(self, reader, arch, windows: list[list[int]], fmt, seed: int = 0, moments: bool = False,
-                 alphas: tuple[float, ...] = ALPHAS):
+                 alphas: tuple[float, ...] | None = None):
         self.reader, self.arch, self.fmt, self.seed = reader, arch, fmt, seed
         self.keep_moments, self.alpha_grid = moments, alphas
         self.layer_moments: dict[str, np.ndarray] = {}  # the latest layer's X^T X per linear input, scaled
@@ -223,7 +223,7 @@ MOMENT_GROUPS = {"qkv": "attn", "o": "o", "gate_up": "mlp", "down": "down"}
 
 
 def awq_reader(source, reader, fmt, samples: int, seed: int = 0, moments: bool = False,
-               alphas: tuple[float, ...] = ALPHAS) -> AwqReader:
+               alphas: tuple[float, ...] | None = None) -> AwqReader:
     from edgelm.export.calibration import calibration_windows
 
     windows = calibration_windows(source, samples, WINDOW, wide=moments)  # gptq needs many distinct tokens

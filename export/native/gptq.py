@@ -79,13 +79,12 @@ def gptq(weight: np.ndarray, hessian: np.ndarray, bits: int, block_size: int, sy
     n, k = weight.shape
     qmax = (1 << bits) - 1
     w = np.array(weight, dtype=np.float32)
-    h = np.array(hessian, dtype=np.float64)
-    dead = np.diag(h) <= 0
-    h[dead, dead] = 1.0
+    diag = np.diag(hessian).astype(np.float64)
+    dead = diag <= 0
+    diag[dead] = 1.0
     w[:, dead] = 0.0
-    diag = np.diag(h).copy()
-    h[np.diag_indices(k)] += (DAMP if damp is None else damp) * diag.mean()
-    u = _upper_cholesky_of_inverse(h)
+    # the damped float64 H is made in the call and held by it alone (freed there: two K x K arrays at a time)
+    u = _upper_cholesky_of_inverse(_damped(hessian, dead, diag, DAMP if damp is None else damp))
     k_blocks = -(-k // block_size)
     codes = np.zeros((n, k_blocks * block_size), np.float32)
     scales = np.ones((n, k_blocks), np.float32)
@@ -117,18 +116,35 @@ def gptq(weight: np.ndarray, hessian: np.ndarray, bits: int, block_size: int, sy
     return Quantized(pack_codes(codes.astype(np.uint8), bits), scales.reshape(-1), zero_points, n, k)
 
 
+def _damped(hessian: np.ndarray, dead: np.ndarray, diag: np.ndarray, damp: float) -> np.ndarray:
+    """H as float64, dead channels' diagonal 1, plus `damp` x its mean diagonal on the diagonal."""
+    h = np.array(hessian, dtype=np.float64)
+    idx = np.diag_indices(len(h))
+    h[idx] = diag + damp * diag.mean()
+    return h
+
+
 def _upper_cholesky_of_inverse(h: np.ndarray) -> np.ndarray:
-    """U upper-triangular with H^-1 = U^T U (float64), damping more while H is not positive definite."""
-    k = len(h)
+    """U upper-triangular with H^-1 = U^T U (float64), damping more while H is not positive definite. Frees
+    each K x K temporary as soon as the next exists (at K = 8960 each is 640 MB)."""
     extra = 0.0
     for _ in range(8):
         try:
-            lower = np.linalg.cholesky(h + extra * np.eye(k))
-            inv = np.linalg.inv(lower)  # H^-1 = L^-T L^-1
-            return np.linalg.cholesky(inv.T @ inv).T
+            if extra:
+                h[np.diag_indices(len(h))] += extra
+            lower = np.linalg.cholesky(h)
+            break
         except np.linalg.LinAlgError:
             extra = max(extra * 10, 1e-6 * float(np.diag(h).mean()))
-    raise np.linalg.LinAlgError("the calibration inputs' second moments stay singular after damping")
+    else:
+        raise np.linalg.LinAlgError("the calibration inputs' second moments stay singular after damping")
+    del h
+    inv = np.linalg.inv(lower)  # H^-1 = L^-T L^-1
+    del lower
+    hinv = inv.T @ inv
+    del inv
+    upper = np.linalg.cholesky(hinv).T
+    return np.ascontiguousarray(upper)
 
 
 def quantize_weighted(weight: np.ndarray, importance: np.ndarray | None, bits: int, block_size: int,

@@ -123,14 +123,16 @@ def test_int4_awq_is_closer_to_float_than_plain_rounding(builds, tmp_path):
 
 def test_calibration_options_are_checked(builds, tmp_path):
     with pytest.raises(QuantizationError, match="unknown calibration"):
-        export_model(builds.hf("tiny-qwen2"), tmp_path / "a", ExportConfig(quant_config=QuantConfig(calibration="gptq")))
+        export_model(builds.hf("tiny-qwen2"), tmp_path / "a", ExportConfig(quant_config=QuantConfig(calibration="magic")))
     with pytest.raises(QuantizationError, match="mlp_block_size must be a power of two"):
         export_model(builds.hf("tiny-qwen2"), tmp_path / "a", ExportConfig(quant_config=QuantConfig(mlp_block_size=48)))
     with pytest.raises(QuantizationError, match="block_size must be a power of two, at least 16"):
         export_model(builds.hf("tiny-qwen2"), tmp_path / "a", ExportConfig(quant_config=QuantConfig(block_size=8)))
-    with pytest.raises(ExportError, match="done by the native builder"):
-        export_model(builds.hf("tiny-qwen2"), tmp_path / "b",
-                     ExportConfig(backend="optimum", quant_config=QuantConfig(calibration="awq"), progress=False))
+    for calibration in ("awq", "gptq", "search"):  # the optimum path does none of them: refused, not ignored
+        with pytest.raises(ExportError, match="done by the native builder"):
+            export_model(builds.hf("tiny-qwen2"), tmp_path / "b",
+                         ExportConfig(backend="optimum", quant_config=QuantConfig(calibration=calibration),
+                                      progress=False))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
     proc = run_cli("export", builds.hf("tiny-qwen2"), "-o", tmp_path / "c", "--symmetric", "--asymmetric")
     assert proc.returncode != 0 and "not both" in proc.stderr and not (tmp_path / "c").exists()
