@@ -230,7 +230,7 @@ class Int4Gptq(_Gptq):
 
 @register("int4-gptq-compact")
 class Int4GptqCompact(_Gptq):
-    """The smaller 4-bit tier: int4 in blocks of 64 (128 where the input dim allows), int8 table in blocks of 128."""
+    """The smaller 4-bit tier: int4-gptq's layers, the vocabulary table int4 as well."""
 
     native_bits = 4
     mix = "int4-gptq-compact"

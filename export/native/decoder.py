@@ -132,6 +132,8 @@ class DecoderBuilder:
         name = "/model/embed_tokens"
         hidden = a.hidden_size
         p = None if fmt.bits is None else fmt.precision(name, False, a.num_layers)  # the lm_head's, when tied
+        while p is not None and hidden % p.block and p.block > 16:  # GatherBlockQuantized: blocks tile a row
+            p = replace(p, block=p.block // 2)
         if p is None or hidden % p.block:
             w = g.weight("model.embed_tokens.weight", self._f(self.reader.get(embed)), gather_only=True)
             (x,) = g.node("Gather", [w, ids], [f"{name}/out"], name=f"{name}/Gather")

@@ -72,8 +72,9 @@ def _int4_gptq(bits: int, config) -> PrecisionTable:
 
 
 def _int4_gptq_compact(bits: int, config) -> PrecisionTable:
-    """The smaller tier: int4 in blocks of 64, down (input 4-8x wider) in blocks of 128, table int8 / 128."""
-    return PrecisionTable(Precision(4, 64), (("down", Precision(4, 128)), ("lm_head", Precision(8, 128, True))))
+    """The smaller tier: int4_gptq's layers with the vocabulary table at int4 too (block 32, zero points). On
+    SmolLM2: 84.4 MiB of graph, KLD 0.230; layers in blocks of 64 (down 128) instead came to 76.5 MiB, KLD 0.309."""
+    return PrecisionTable(Precision(4, 32))
 
 
 def _int8_gptq(bits: int, config) -> PrecisionTable:
