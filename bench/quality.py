@@ -23,6 +23,8 @@ from edgelm.manifest import MANIFEST_NAME
 from edgelm.progress import Progress, as_progress
 from edgelm.runtime.sampling import log_softmax
 
+WINDOW = 256  # tokens per perplexity window, unless the caller says otherwise
+
 PROMPTS = (
     "The capital of France is",
     "A small language model on a phone",
@@ -49,7 +51,7 @@ class Quality:
     text_top1: float | None = None  # top-1 agreement with the reference over the perplexity text
 
 
-def windows(model, text: str | None = None, window: int = 256) -> list[list[int]]:
+def windows(model, text: str | None = None, window: int = WINDOW) -> list[list[int]]:
     """The token windows perplexity and divergence read: `text` (default the shipped corpus), each window
     starting fresh so every package sees exactly the same contexts."""
     ids = model.tokenizer.encode(text if text is not None else CORPUS.read_text(encoding="utf-8"))
@@ -67,7 +69,7 @@ def check_window(window, context: int) -> None:
         raise BenchError(f"window must be from 2 to the package's context length ({context}) tokens, not {window!r}")
 
 
-def text_pass(model, reference=None, text: str | None = None, window: int = 256) -> tuple[float, float | None, float | None]:
+def text_pass(model, reference=None, text: str | None = None, window: int = WINDOW) -> tuple[float, float | None, float | None]:
     """One pass of `model` over the text's windows: (perplexity, mean KL(reference || model), top-1 agreement
     with the reference at every position); the last two are None without a reference."""
     nll, count, kl, top = 0.0, 0, [], []
@@ -90,7 +92,7 @@ def text_pass(model, reference=None, text: str | None = None, window: int = 256)
     return float(np.exp(nll / count)), float(np.concatenate(kl).mean()), float(np.concatenate(top).mean())
 
 
-def perplexity(model, text: str | None = None, window: int = 256) -> float:
+def perplexity(model, text: str | None = None, window: int = WINDOW) -> float:
     return text_pass(model, None, text, window)[0]
 
 
@@ -155,7 +157,7 @@ def agreement(model, reference, prompts=PROMPTS, n: int = 32, chat: bool = False
     return float(np.mean(hits))
 
 
-def evaluate(package: str | Path, ref: str | Path | None = None, window: int = 256, ep: str = "cpu",
+def evaluate(package: str | Path, ref: str | Path | None = None, window: int = WINDOW, ep: str = "cpu",
              chat: bool = False, with_perplexity: bool = True, text: str | None = None,
              divergence: bool = False, progress: bool | Progress = False) -> Quality:
     """Perplexity (on `text`, default the shipped corpus) and, with `ref`, agreement with it; `divergence`

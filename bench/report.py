@@ -23,7 +23,7 @@ COLUMNS: tuple[tuple[str, Callable[[BenchRow], str]], ...] = (
     ("ep", lambda r: r.ep + ("" if r.ep_node_share in (None, 1.0) else f" ({r.ep_node_share:.0%} of nodes)")),
     ("threads", lambda r: str(r.threads)),
     ("test", lambda r: f"pp{r.pp}+tg{r.tg}"),
-    ("load s", lambda r: f"{r.load_s:.2f}"),
+    ("load s", lambda r: _opt(r.load_s, ".2f")),
     ("TTFT ms", lambda r: f"{r.ttft_ms.mean:.1f} ± {r.ttft_ms.std:.1f}"),
     ("prefill tok/s", lambda r: f"{r.prefill_tps.mean:.1f} ± {r.prefill_tps.std:.1f}"),
     ("decode ms/tok p50 / p90", lambda r: f"{r.decode_ms_per_token.median:.2f} / {r.decode_ms_p90:.2f}"),

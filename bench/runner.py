@@ -184,7 +184,7 @@ def _row(engine, package, info, ep, threads, pp, tg, load_s, rounds, peak_rss) -
         pp=pp,
         tg=tg,
         repetitions=len(rounds),
-        load_s=load_s,
+        load_s=None if info.get("load_unmeasured") else load_s,  # llama-bench: our worker read only a header
         ttft_ms=Stat.of([s * 1e3 for s in prefill]),
         prefill_tps=Stat.of([pp / s for s in prefill]),
         decode_ms_per_token=Stat.of([s * 1e3 for s in steps]),

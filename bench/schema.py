@@ -47,7 +47,7 @@ class BenchRow:
     pp: int
     tg: int
     repetitions: int
-    load_s: float
+    load_s: float | None  # None: the engine's tool does not report its load (llama-bench)
     ttft_ms: Stat
     prefill_tps: Stat
     decode_ms_per_token: Stat

@@ -60,6 +60,12 @@ def get_mode(name: str, config: QuantConfig | None = None) -> QuantMode:
                                 f"0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 activations), not {config.accuracy_level}")
     if config.calibration_samples < 1:
         raise QuantizationError(f"calibration_samples must be at least 1, not {config.calibration_samples}")
+    default = QuantConfig()
+    given = [f for f in ("block_size", "mlp_block_size") if getattr(config, f) != getattr(default, f)]
+    if _MODES[name].mix and given:  # its precision table sets every linear's block: the knob would be ignored
+        raise QuantizationError(f"{name} sets each linear's block size itself (its precision table, "
+                                f"export/native/precision.py); drop --{given[0].replace('_', '-')}, or use --quant "
+                                f"int{_MODES[name].native_bits} to choose block sizes")
     return _MODES[name](config)
 
 
@@ -208,7 +214,8 @@ class Int4Fp16(Int4):
 class _Gptq(QuantMode):
     """The quality-per-byte formats (issue 28): GPTQ rounding against calibration inputs after awq scaling, and a
     per-linear precision table (export.native.precision.MIXES[name]). Native builder only; an architecture whose
-    calibration forward is not modelled (fused weights, Gemma's norms) rounds plainly, and says so."""
+    calibration forward is not modelled (fused weights, Gemma's norms) is refused by name (`--calibration none`
+    keeps the table with plain rounding)."""
 
     optimum = False
     calibration = "gptq"

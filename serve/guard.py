@@ -47,6 +47,8 @@ class Access:
                                  "(scheme://host[:port], no path), or *")
         if self.api_key is not None and len(self.api_key) < 8:
             raise ValueError("--api-key must have at least 8 characters")
+        # compared with host_name(Host), which is lower-case
+        object.__setattr__(self, "allow_hosts", tuple(h.strip().lower() for h in self.allow_hosts))
 
 
 def host_name(host: str) -> str:

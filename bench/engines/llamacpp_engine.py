@@ -5,8 +5,8 @@ The binary is the one the user names (`edgelm bench --llama-bench PATH`, or $EDG
 run of the round's pp and tg (its own warm-up off: the harness's first round is the warm-up), interleaved
 with the other engines' rounds like any peer. What llama-bench times: the prompt's forward (pp) and tg
 single-token decode steps, its load and sampling excluded, as edgelm's rows time them; a round's tg time is
-spread evenly over its steps (llama-bench reports no per-step times), so this row's p90 equals its median.
-Peak memory is the llama-bench processes' (the worker's children's) maximum RSS.
+spread evenly over its steps (llama-bench reports no per-step times), so this row's p90 equals its median;
+its load time is left empty (llama-bench reports none). Peak memory is the llama-bench processes' (the worker's children's) maximum RSS.
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ class LlamaCppEngine(Engine):
         self.vocab = _gguf_vocab(Path(target))
 
     def info(self) -> dict:
+        # load_unmeasured: llama-bench reports no load time, and this worker's own "load" only read the header
         return {"quant": _gguf_type(Path(self.target)), "package_bytes": Path(self.target).stat().st_size,
-                "ep": "cpu (llama.cpp)"}
+                "ep": "cpu (llama.cpp)", "load_unmeasured": True}
 
     def vocab_size(self) -> int:
         return self.vocab

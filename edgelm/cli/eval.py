@@ -17,12 +17,23 @@ def _read_text(name: str | None) -> str | None:
         raise UsageError(f"cannot read --text {name}: {exc}") from None
 
 
+# the options of the perplexity/agreement mode, which --kld's llama-perplexity scoring does not read
+NOT_KLD = (("--ref", "ref"), ("--chat", "chat"), ("--no-perplexity", "no_perplexity"), ("--window", "window"))
+
+
 def run(args) -> int:
     if args.kld:
+        unused = [flag for flag, attr in NOT_KLD if getattr(args, attr) not in (None, False)]
+        if unused:
+            raise UsageError(f"{unused[0]} is not used by --kld (chunks of --ctx tokens against REF); drop it")
         return _kld(args)
+    if args.ctx is not None:
+        raise UsageError("--ctx is the chunk length of --kld; give --kld REF, or --window for perplexity")
     if len(args.package) != 1:
         raise UsageError("give one package (several are compared with --kld REF)")
-    from edgelm.bench.quality import evaluate
+    from edgelm.bench.quality import WINDOW, evaluate
+
+    args.window = WINDOW if args.window is None else args.window
 
     text = _read_text(args.text)
     q = evaluate(args.package[0], args.ref, window=args.window, ep=args.ep, chat=args.chat, progress=not args.quiet,
@@ -40,9 +51,10 @@ def run(args) -> int:
 
 def _kld(args) -> int:
     from edgelm.bench.divergence import kld_table
+    from edgelm.bench.kld import N_CTX
 
     text = _read_text(args.text)
-    rows = kld_table(args.kld, args.package, text=text, n_ctx=args.ctx, ep=args.ep, progress=not args.quiet)
+    rows = kld_table(args.kld, args.package, text=text, n_ctx=args.ctx or N_CTX, ep=args.ep, progress=not args.quiet)
     print(f"| model | file MiB | KLD vs {Path(args.kld).name} | same top | PPL |")
     print("|---|---|---|---|---|")
     for name, size, r in rows:
@@ -70,8 +82,8 @@ def add(sub) -> None:
     p.add_argument("--kld", metavar="REF", help="score every candidate's KL divergence from REF (a float package, an HF "
                    "folder or a GGUF file) as llama-perplexity --kl-divergence does: chunks of --ctx tokens, the "
                    "second half of each scored; text: the Apache-2.0 and MPL-2.0 licenses unless --text")
-    p.add_argument("--ctx", type=int, default=256, help="--kld: tokens per chunk (default 256, llama-perplexity's -c)")
-    p.add_argument("--window", type=int, default=256, help="tokens per perplexity window (default 256)")
+    p.add_argument("--ctx", type=int, help="--kld: tokens per chunk (default 256, llama-perplexity's -c)")
+    p.add_argument("--window", type=int, help="tokens per perplexity window (default 256; not with --kld)")
     p.add_argument("--ep", default="cpu", help="execution provider running the package (default cpu)")
     p.add_argument("--chat", action="store_true",
                    help="agreement on held-out prompts through the chat template (not in the shipped corpus)")

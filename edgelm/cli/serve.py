@@ -25,7 +25,7 @@ def run(args) -> int:
     from edgelm.serve.guard import Access
 
     try:
-        access = Access(tuple(args.allow_origin or ()), tuple(h.lower() for h in args.allow_host or ()),
+        access = Access(tuple(args.allow_origin or ()), tuple(args.allow_host or ()),
                         args.api_key or os.environ.get("EDGELM_API_KEY") or None)
     except ValueError as exc:
         raise UsageError(str(exc)) from None

@@ -137,7 +137,9 @@ def empty(value: Any) -> str | None:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    # an int is finite however large (math.isfinite would overflow converting 10**400 to a float)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and (isinstance(value, int)
+                                                                                or math.isfinite(value))
 
 
 def positive_number(value: Any) -> str | None:

@@ -397,13 +397,14 @@ def export_native(source, workdir: Path, mode, progress: bool | Progress = True,
     awq = None
     calibration = resolve_calibration(quant_config, bits, mode.calibration)
     if calibration in CALIBRATED and not source.arch.awq_supported:  # fused weights, or a forward it does not model
-        if quant_config.calibration in CALIBRATED:
+        asked = quant_config.calibration if quant_config.calibration in CALIBRATED else mode.calibration
+        if asked in CALIBRATED:  # asked for by name: --calibration, or a format named for it (int4-gptq)
             from edgelm.errors import ExportError
 
             what = f"fused weights ({', '.join(source.arch.fused)})" if source.arch.fused else "layers"
-            raise ExportError(f"--calibration {quant_config.calibration} is not built for {source.arch.name}'s "
-                              f"{what}; export with --calibration none")
-        calibration = "none"  # auto: plain rounding, said in the manifest's quantization block
+            raise ExportError(f"{asked} calibration (--quant {mode.name}, --calibration {quant_config.calibration}) "
+                              f"is not built for {source.arch.name}'s {what}; export with --calibration none")
+        calibration = "none"  # auto for int4: plain rounding, said in the manifest's quantization block
     if calibration in CALIBRATED:
         from edgelm.export.native.awq import awq_reader
 

@@ -93,3 +93,30 @@ def test_the_llamacpp_peer_is_skipped_with_its_reason_when_no_llama_bench(builds
     assert "llamacpp skipped: llamacpp peer needs llama.cpp's llama-bench" in proc.stdout
     proc = run_cli("bench", builds.package("tiny-llama", "fp32"), "-p", "4", "-n", "2", "-r", "1", "--vs", "llamacpp")
     assert proc.returncode == 0 and "llamacpp skipped: give --gguf FILE" in proc.stdout
+
+
+def test_eval_kld_refuses_the_options_it_does_not_read(builds):
+    """--ref, --chat, --no-perplexity and --window belong to the perplexity mode; --ctx to --kld (each was
+    silently ignored before)."""
+    pkg = builds.package("tiny-llama", "fp32")
+    for extra, named in ((("--ref", pkg), "--ref"), (("--chat",), "--chat"), (("--no-perplexity",), "--no-perplexity"),
+                         (("--window", "64"), "--window")):
+        proc = run_cli("eval", "--kld", pkg, pkg, *extra)
+        assert proc.returncode == 2 and f"{named} is not used by --kld" in proc.stderr, extra
+    proc = run_cli("eval", pkg, "--ctx", "64")
+    assert proc.returncode == 2 and "--ctx is the chunk length of --kld" in proc.stderr
+
+
+def test_a_llama_bench_row_shows_no_load_time():
+    """llama-bench reports no model load time; the worker's own "load" only read the GGUF header, so the row
+    leaves load empty instead of showing that as llama.cpp's."""
+    from edgelm.bench.report import render
+    from edgelm.bench.runner import _row
+
+    rounds = [{"prefill_s": 0.1, "steps_s": [0.01, 0.01], "rss": 1 << 20}]
+    info = {"model": "m", "quant": "Q4_0", "load_unmeasured": True}
+    row = _row("llamacpp", "pkg", info, "cpu", 2, 8, 2, 2.4, rounds, 1 << 20)
+    assert row.load_s is None
+    line = next(ln for ln in render([row], "md").splitlines() if ln.startswith("| llamacpp"))
+    assert line.split("|")[7].strip() == ""  # the load s column
+    assert _row("edgelm", "pkg", {"model": "m", "quant": "int4"}, "cpu", 2, 8, 2, 2.4, rounds, 1 << 20).load_s == 2.4

@@ -102,3 +102,32 @@ def test_a_dead_input_channel_is_zero_and_finite():
     h[5, :] = h[:, 5] = 0.0  # a channel no calibration token used
     q = gptq(w, h, 4, 32, False)
     assert np.isfinite(q.scales).all() and np.isfinite(dequantize(q, 4, 32)).all()
+
+
+def test_the_gptq_formats_refuse_block_sizes_they_would_ignore(builds, tmp_path):
+    """int4-gptq's table sets every linear's block: --block-size / --mlp-block-size are refused, not ignored."""
+    from edgelm.errors import QuantizationError
+    from edgelm.export import ExportConfig, export_model
+    from edgelm.export.config import QuantConfig
+
+    for knob in ({"block_size": 64}, {"mlp_block_size": 32}):
+        with pytest.raises(QuantizationError, match="sets each linear's block size itself"):
+            export_model(builds.hf("tiny-llama"), tmp_path / "out",
+                         ExportConfig(quant="int4-gptq", quant_config=QuantConfig(**knob), progress=False))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_gptq_format_on_an_architecture_without_its_forward_is_refused(builds, tmp_path):
+    """Phi-3's fused weights have no calibration forward: int4-gptq was exported with plain rounding under its
+    gptq name; now it is refused by name, and --calibration none gives the table with plain rounding, said so."""
+    from edgelm.errors import ExportError
+    from edgelm.export import ExportConfig, export_model
+    from edgelm.export.config import QuantConfig
+
+    with pytest.raises(ExportError, match="gptq calibration .--quant int4-gptq.* is not built for Phi3ForCausalLM"):
+        export_model(builds.hf("tiny-phi3"), tmp_path / "out", ExportConfig(quant="int4-gptq", progress=False))
+    assert not (tmp_path / "out").exists()
+    m = export_model(builds.hf("tiny-phi3"), tmp_path / "plain",
+                     ExportConfig(quant="int4-gptq", quant_config=QuantConfig(calibration="none"), progress=False,
+                                  check=False))
+    assert m.quantization.mix == "int4-gptq" and {x.rounding for x in m.quantization.linears} == {"rtn"}
