@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edgelm.bench.kld import N_CTX, KldResult, license_text, score
 from edgelm.errors import BenchError
-from edgelm.manifest import MANIFEST_NAME, Manifest
+from edgelm.manifest import MANIFEST_NAME
 from edgelm.progress import as_progress
 
 
@@ -77,19 +77,11 @@ def open_source(path: str | Path, ep: str = "cpu"):
     raise BenchError(f"{path} is neither an edgelm package, a GGUF file nor a Hugging Face model folder")
 
 
-def token_ids(paths: list[Path], text: str) -> tuple[list[int], int | None]:
-    """The text's ids by the first edgelm package's tokenizer, and its BOS id where the model adds one."""
-    from edgelm.runtime.tokenizer import TextTokenizer
-
-    for path in paths:
-        if (path / MANIFEST_NAME).is_file():
-            m = Manifest.load(path)
-            gen = m.generation
-            tok = TextTokenizer(path / m.tokenizer_file, gen.bos_token_id, gen.add_bos)
-            bos = gen.bos_token_id if gen.add_bos else None
-            return tok.encode(text), bos
-    raise BenchError("--kld needs an edgelm package among the reference and the candidates (its tokenizer makes "
-                     "the ids every source is fed)")
+def token_ids(sources: list, text: str) -> tuple[list[int], int | None]:
+    """The text's ids by the first edgelm package's own tokenizer, and its BOS id where the model adds one."""
+    model = next(s.model for s in sources if isinstance(s, PackageSource))
+    gen = model.manifest.generation
+    return model.tokenizer.encode(text), gen.bos_token_id if gen.add_bos else None
 
 
 def kld_table(reference: str | Path, candidates: list[str | Path], text: str | None = None, n_ctx: int = N_CTX,
@@ -99,11 +91,15 @@ def kld_table(reference: str | Path, candidates: list[str | Path], text: str | N
     for path in paths:
         if not path.exists():
             raise BenchError(f"{path} does not exist")
-    ids, bos = token_ids(paths, text if text is not None else license_text())
+    if not any((path / MANIFEST_NAME).is_file() for path in paths):  # before any model is loaded
+        raise BenchError("--kld needs an edgelm package among the reference and the candidates (its tokenizer makes "
+                         "the ids every source is fed)")
+    text = text if text is not None else license_text()
     progress = as_progress(progress)
     with progress.stage(f"load {len(paths)} models"):
         ref = open_source(paths[0], ep)
         sources = {str(p): open_source(p, ep) for p in paths[1:]}
+    ids, bos = token_ids([ref, *sources.values()], text)
     total = len(ids) // n_ctx
     with progress.stage(f"score {total} chunks of {n_ctx} tokens", total=total, unit="chunk") as bar:
         results = score(ref, sources, ids, n_ctx, bos, bar)

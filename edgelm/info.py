@@ -63,7 +63,8 @@ def describe_partitions(path: str, home: str = "cpu") -> list[str]:
 
 
 def _mix_summary(linears) -> str:
-    """'int4/32 asym gptq x 120, int8/64 sym x 1 (lm_head)': the linears grouped by their precision."""
+    """'int4/32 asym gptq x 120 (down_proj, ...); int8/64 sym search x 1 (embed_tokens)': the linears grouped by
+    their precision, most first, with the roles in each group."""
     from collections import Counter
 
     def kind(x) -> str:

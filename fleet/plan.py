@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edgelm.errors import PlanError
+from edgelm.runtime.session import MAX_THREADS
 
 # variant key -> where it goes in edgelm.export.config.ExportConfig (a path of attribute names)
 VARIANT_FIELDS: dict[str, tuple[str, ...]] = {
@@ -283,8 +284,8 @@ def _target(table: dict) -> Target:
         raise PlanError(f"target {name!r}: needs must be a table of positive numbers, e.g. needs = {{ qnn = 1 }}")
     variants = table.get("variants")
     threads = table.get("threads")
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-        raise PlanError(f"target {name!r}: threads must be a positive whole number, not {threads!r}")
+    if threads is not None and not _threads(threads):
+        raise PlanError(f"target {name!r}: threads must be a positive whole number up to {MAX_THREADS}, not {threads!r}")
     return Target(name, str(table.get("provider", "cpu")), tuple(sorted((k, float(v)) for k, v in needs.items())),
                   tuple(variants) if variants is not None else None, threads)
 
@@ -295,7 +296,7 @@ _SETTING_RULES = {
     "tokens": ("a whole number from 1", lambda v: _whole(v) and v >= 1),
     "repetitions": ("a whole number from 1", lambda v: _whole(v) and v >= 1),
     "warmup": ("a whole number from 0", lambda v: _whole(v) and v >= 0),
-    "threads": ("a whole number from 1 to 1024", lambda v: _whole(v) and 1 <= v <= 1024),
+    "threads": (f"a whole number from 1 to {MAX_THREADS}", lambda v: _threads(v)),
     "perplexity": ("true or false", lambda v: isinstance(v, bool)),
     "window": ("a whole number from 2", lambda v: _whole(v) and v >= 2),
 }
@@ -303,6 +304,11 @@ _SETTING_RULES = {
 
 def _whole(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _threads(value) -> bool:
+    """A thread count a session takes (the runtime's bound, edgelm.runtime.session.MAX_THREADS)."""
+    return _whole(value) and 1 <= value <= MAX_THREADS
 
 
 def _settings(cls, table: dict, where: str):

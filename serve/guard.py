@@ -27,8 +27,7 @@ from dataclasses import dataclass
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 WILDCARD = frozenset({"0.0.0.0", "::", ""})
-OPEN_PATHS = ("/health",)  # never need the key
-PAGE_PATHS = ("/", "/static/")  # the chat page's files: no key (prefix match for /static/)
+KEYED = "/v1"  # the routes an --api-key guards (the API); /health and the page's static files stay open
 CORS_HEADERS = "Authorization, Content-Type"
 
 
@@ -111,7 +110,7 @@ class Guard:
                     "origin_not_allowed", [])
         if scope["method"] == "OPTIONS":
             return None
-        if a.api_key is not None and path.startswith("/v1") and path not in OPEN_PATHS:
+        if a.api_key is not None and path.startswith(KEYED):
             scheme, _, given = headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), a.api_key.encode()):
                 return (401, "this server needs its API key: send Authorization: Bearer KEY", "invalid_api_key",

@@ -63,9 +63,9 @@ class LinearFormat:
     def block(self, mlp: bool = False) -> int:
         return self.mlp_block_size or self.block_size if mlp else self.block_size
 
-    def precision(self, name: str, mlp: bool, layers: int) -> Precision:
+    def precision(self, name: str, mlp: bool) -> Precision:
         """The bits and block of the linear `name` (a builder graph name)."""
-        p = self.table.choose(name, layers) if self.table is not None else Precision(self.bits, self.block(mlp))
+        p = self.table.choose(name) if self.table is not None else Precision(self.bits, self.block(mlp))
         return p if p.symmetric is not None else replace(p, symmetric=self.symmetric)
 
 
@@ -88,7 +88,7 @@ class DecoderBuilder:
             w = g.weight(f"{name}.weight", np.ascontiguousarray(self._f(weight).T))
             (y,) = g.node("MatMul", [x, w], [f"{name}/out"], name=f"{name}/MatMul")
         else:
-            p = fmt.precision(name, mlp, self.arch.num_layers)
+            p = fmt.precision(name, mlp)
             y = self._matmul_nbits(x, self._store(self._quantize(weight, name, p), name, p), name)
         if bias is not None:
             (y,) = self.g.node("Add", [y, self.g.weight(f"{name}.bias", self._f(bias))], [f"{name}/biased"],
@@ -131,7 +131,7 @@ class DecoderBuilder:
         embed = a.tensor("embed")
         name = "/model/embed_tokens"
         hidden = a.hidden_size
-        p = None if fmt.bits is None else fmt.precision(name, False, a.num_layers)  # the lm_head's, when tied
+        p = None if fmt.bits is None else fmt.precision(name, False)  # the lm_head's, when tied
         while p is not None and hidden % p.block and p.block > 16:  # GatherBlockQuantized: blocks tile a row
             p = replace(p, block=p.block // 2)
         if p is None or hidden % p.block:
@@ -391,8 +391,6 @@ def export_native(source, workdir: Path, mode, progress: bool | Progress = True,
     bits, quant_config = mode.native_bits, mode.config
     mix = mode.mix if quant_config.mix == "uniform" and mode.mix else quant_config.mix
     table = precision_table(mix, bits, quant_config) if bits is not None else None
-    fmt = LinearFormat(bits, quant_config.block_size, quant_config.symmetric, quant_config.accuracy_level,
-                       mlp_block_size=quant_config.mlp_block_size, float_type=mode.native_float, table=table)
     reader = SafetensorsReader(source.path)
     awq = None
     calibration = resolve_calibration(quant_config, bits, mode.calibration)
@@ -405,13 +403,16 @@ def export_native(source, workdir: Path, mode, progress: bool | Progress = True,
             raise ExportError(f"{asked} calibration (--quant {mode.name}, --calibration {quant_config.calibration}) "
                               f"is not built for {source.arch.name}'s {what}; export with --calibration none")
         calibration = "none"  # auto for int4: plain rounding, said in the manifest's quantization block
+    rounding = {"gptq": "gptq", "awq": "rtn", "none": "rtn", "search": "search"}[calibration]
+    fmt = LinearFormat(bits, quant_config.block_size, quant_config.symmetric, quant_config.accuracy_level,
+                       mlp_block_size=quant_config.mlp_block_size, float_type=mode.native_float, table=table,
+                       rounding=rounding)
     if calibration in CALIBRATED:
         from edgelm.export.native.awq import awq_reader
 
         gptq_rounding = calibration == "gptq"
         samples = quant_config.gptq_samples if gptq_rounding else quant_config.calibration_samples
         reader = awq = awq_reader(source, reader, fmt, samples, moments=gptq_rounding)
-    fmt = replace(fmt, rounding={"gptq": "gptq", "awq": "rtn", "none": "rtn", "search": "search"}[calibration])
     what = f"build the {mode.name} graph" + (f" ({calibration}: calibrate, scale, quantize)" if awq else "")
     with as_progress(progress).stage(what, total=source.arch.num_layers, unit="layer") as bar:
         builder = DecoderBuilder(source.arch, reader, workdir, "model.onnx", fmt, bar, io)

@@ -168,7 +168,6 @@ def quantize_weighted(weight: np.ndarray, importance: np.ndarray | None, bits: i
     return Quantized(pack_codes(codes.astype(np.uint8), bits), scales.reshape(-1), zero_points, n, k)
 
 
-
 def searched_row_slices(rows, n: int, k: int, bits: int, block_size: int, symmetric: bool) -> Quantized:
     """quantize_weighted (unweighted) of an (n, k) weight read by `rows(start, stop)` a chunk of rows at a time."""
     return quantize_row_slices(rows, n, k, bits, block_size, symmetric,

@@ -2,10 +2,9 @@
 
 A linear is named by its role in the layer (the builder's graph names): `qkv` (q, k, v packed), `o`, `gate_up`
 (gate and up packed), `down`, and `lm_head` (a tied model's vocabulary table, the embedding, follows it). A
-precision table is data: role -> rule, a rule being one (bits, block) for every layer or a function of the
-layer (llama.cpp's k-quant mixes give more bits to some layers' tensors: the first and last eighth and every
-third layer between). The table a package was built with is recorded in its manifest (`Quantization.linears`:
-every linear's bits and block), so `edgelm info` shows it and the runtime never guesses.
+precision table is data: role -> (bits, block, symmetric), the same in every layer. The table a package was
+built with is recorded in its manifest (`Quantization.linears`: every linear's bits and block), so `edgelm info`
+shows it and the runtime never guesses.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-ROLES = ("qkv", "o", "gate_up", "down", "lm_head")
 _ROLE_OF = {"qkv_proj": "qkv", "o_proj": "o", "gate_up_proj": "gate_up", "gate_proj": "gate_up",
             "up_proj": "gate_up", "down_proj": "down", "lm_head": "lm_head", "embed_tokens": "lm_head"}
 _LAYER = re.compile(r"/layers\.(\d+)/")
@@ -34,26 +32,15 @@ def role_of(name: str) -> tuple[str, int | None]:
     return _ROLE_OF.get(tail, tail), int(layer.group(1)) if layer else None
 
 
-def more_bits(layer: int, layers: int) -> bool:
-    """The layers llama.cpp's k-quant mixes favour: the first and last eighth, and every third one between."""
-    eighth = layers // 8
-    return layer < eighth or layer >= layers - eighth or (layer - eighth) % 3 == 2
-
-
-Rule = Precision | Callable[[int, int], Precision]
-
-
 @dataclass(frozen=True)
 class PrecisionTable:
-    """role -> rule; roles absent take `default`."""
+    """role -> precision; roles absent take `default`."""
 
     default: Precision
-    rules: tuple[tuple[str, Rule], ...] = ()
+    rules: tuple[tuple[str, Precision], ...] = ()
 
-    def choose(self, name: str, layers: int) -> Precision:
-        role, layer = role_of(name)
-        rule = dict(self.rules).get(role, self.default)
-        return rule(layer or 0, layers) if callable(rule) else rule
+    def choose(self, name: str) -> Precision:
+        return dict(self.rules).get(role_of(name)[0], self.default)
 
 
 def _uniform(bits: int, config) -> PrecisionTable | None:
