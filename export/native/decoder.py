@@ -400,8 +400,9 @@ def export_native(source, workdir: Path, mode, progress: bool | Progress = True,
             from edgelm.errors import ExportError
 
             what = f"fused weights ({', '.join(source.arch.fused)})" if source.arch.fused else "layers"
-            raise ExportError(f"{asked} calibration (--quant {mode.name}, --calibration {quant_config.calibration}) "
-                              f"is not built for {source.arch.name}'s {what}; export with --calibration none")
+            named = (f"--calibration {asked}" if quant_config.calibration == asked else
+                     f"--quant {mode.name} ({asked} calibration)")
+            raise ExportError(f"{named} is not built for {source.arch.name}'s {what}; export with --calibration none")
         calibration = "none"  # auto for int4: plain rounding, said in the manifest's quantization block
     rounding = {"gptq": "gptq", "awq": "rtn", "none": "rtn", "search": "search"}[calibration]
     fmt = LinearFormat(bits, quant_config.block_size, quant_config.symmetric, quant_config.accuracy_level,
