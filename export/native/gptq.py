@@ -18,6 +18,8 @@ float64 (K x K: 640 MB at K = 8960, a 1.5B model's down projection).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from edgelm.export.native.quant import Quantized, pack_codes, quantize_row_slices
@@ -25,18 +27,31 @@ from edgelm.export.native.quant import Quantized, pack_codes, quantize_row_slice
 DAMP = 0.5  # of H's mean diagonal, added to its diagonal (measured: see docs/exporting.md)
 BATCH = 128  # columns whose updates to the rest are applied together
 SHRINK = np.linspace(1.0, 0.55, 19)  # range factors the scale search tries (1 = min/max)
+PARALLEL_FROM = 1 << 16  # block elements from which search_scales splits its rows over two threads
+_POOL = ThreadPoolExecutor(2, thread_name_prefix="edgelm-gptq")
 
 
 def search_scales(w: np.ndarray, h: np.ndarray | None, bits: int, symmetric: bool
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Scale (N,) and integer zero point (N,) per row of a block `w` (N, B) minimising sum_j h_j (w - dq)^2
     (h None: unweighted). Each candidate range (min/max shrunk by SHRINK) gets its zero point by rounding and
-    then its least-squares scale for the codes it gives; the best candidate per row is kept."""
+    then its least-squares scale for the codes it gives; the best candidate per row is kept. Large blocks are
+    searched in two halves of rows at once (numpy's element-wise work is single-threaded; rows are independent)."""
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    h = np.ones(w.shape[1], np.float32) if h is None else np.maximum(np.asarray(h, np.float32), 1e-12)
+    if w.size < PARALLEL_FROM:
+        return _search_rows(w, h, bits, symmetric)
+    half = len(w) // 2
+    parts = list(_POOL.map(lambda rows: _search_rows(rows, h, bits, symmetric), (w[:half], w[half:])))
+    return np.concatenate([parts[0][0], parts[1][0]]), np.concatenate([parts[0][1], parts[1][1]])
+
+
+def _search_rows(w: np.ndarray, h: np.ndarray, bits: int, symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
     qmax = (1 << bits) - 1
-    h = np.ones(w.shape[1], np.float32) if h is None else np.maximum(h.astype(np.float32), 1e-12)
     best_err = np.full(w.shape[0], np.inf, np.float32)
     best_scale = np.ones(w.shape[0], np.float32)
     best_zp = np.zeros(w.shape[0], np.float32)
+    hw = h * w
     if symmetric:
         idx = np.abs(w).argmax(axis=1)
         extreme = w[np.arange(len(w)), idx]  # the value of largest magnitude maps to code 0 (-2^(bits-1))
@@ -51,19 +66,31 @@ def search_scales(w: np.ndarray, h: np.ndarray | None, bits: int, symmetric: boo
             scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
             zp = np.clip(np.rint(-lo * f / scale), 0, qmax)
         scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
-        q = np.clip(np.rint(w / scale[:, None]) + zp[:, None], 0, qmax) - zp[:, None]  # (N, B) signed codes
-        # least-squares scale for these codes: argmin_s sum h (w - s q)^2
-        num, den = (h * w * q).sum(axis=1), (h * q * q).sum(axis=1)
+        q = _codes(w, scale, zp, qmax)
+        # least-squares scale for these codes: argmin_s sum h (w - s q)^2 = sum(h w q) / sum(h q q)
+        num, den = (hw * q).sum(axis=1), (q * q) @ h
         fitted = np.where(den > 0, num / np.where(den > 0, den, 1.0), scale).astype(np.float32)
         fitted = np.where(fitted == 0, scale, fitted)
-        for s in (scale, fitted):
-            q2 = np.clip(np.rint(w / s[:, None]) + zp[:, None], 0, qmax) - zp[:, None]
-            err = (h * (w - q2 * s[:, None]) ** 2).sum(axis=1)
+        for s, codes in ((scale, q), (fitted, _codes(w, fitted, zp, qmax))):
+            residual = codes * s[:, None]
+            residual -= w
+            residual *= residual
+            err = residual @ h
             better = err < best_err
             best_err = np.where(better, err, best_err)
             best_scale = np.where(better, s, best_scale)
             best_zp = np.where(better, zp, best_zp)
     return best_scale, best_zp
+
+
+def _codes(w: np.ndarray, scale: np.ndarray, zp: np.ndarray, qmax: int) -> np.ndarray:
+    """Signed codes (code - zero point) of `w` (N, B) at per-row `scale` and `zp`."""
+    q = w / scale[:, None]
+    np.rint(q, out=q)
+    q += zp[:, None]
+    np.clip(q, 0, qmax, out=q)
+    q -= zp[:, None]
+    return q
 
 
 def _round_column(w: np.ndarray, scale: np.ndarray, zp: np.ndarray, qmax: int) -> tuple[np.ndarray, np.ndarray]:
@@ -125,26 +152,43 @@ def _damped(hessian: np.ndarray, dead: np.ndarray, diag: np.ndarray, damp: float
 
 
 def _upper_cholesky_of_inverse(h: np.ndarray) -> np.ndarray:
-    """U upper-triangular with H^-1 = U^T U (float64), damping more while H is not positive definite. Frees
-    each K x K temporary as soon as the next exists (at K = 8960 each is 640 MB)."""
+    """U upper-triangular with H^-1 = U^T U (float32), damping more while H is not positive definite.
+
+    With J the order-reversing permutation and J H J = M M^T (Cholesky, M lower), H^-1 = J M^-T M^-1 J, so
+    U = J M^-1 J: one Cholesky and one triangular inverse, no general inverse and no second factorisation.
+    Works in place on `h` (the caller's damped copy): at K = 8960 each K x K array is 640 MB."""
     extra = 0.0
+    flipped = np.ascontiguousarray(h[::-1, ::-1])
+    del h
     for _ in range(8):
         try:
             if extra:
-                h[np.diag_indices(len(h))] += extra
-            lower = np.linalg.cholesky(h)
+                flipped[np.diag_indices(len(flipped))] += extra
+            lower = np.linalg.cholesky(flipped)
             break
         except np.linalg.LinAlgError:
-            extra = max(extra * 10, 1e-6 * float(np.diag(h).mean()))
+            extra = max(extra * 10, 1e-6 * float(np.diag(flipped).mean()))
     else:
         raise np.linalg.LinAlgError("the calibration inputs' second moments stay singular after damping")
-    del h
-    inv = np.linalg.inv(lower)  # H^-1 = L^-T L^-1
+    del flipped
+    lower = lower.astype(np.float32)  # the inverse in float32, as the rounding loop uses it (damped H: cond <~ 2K)
+    inv = np.zeros_like(lower)
+    _invert_lower(lower, inv)
     del lower
-    hinv = inv.T @ inv
-    del inv
-    upper = np.linalg.cholesky(hinv).T
-    return np.ascontiguousarray(upper)
+    return np.ascontiguousarray(inv[::-1, ::-1])
+
+
+def _invert_lower(lower: np.ndarray, out: np.ndarray) -> None:
+    """out = lower^-1 for a lower-triangular `lower`, by halves: [[A, 0], [C, D]]^-1 = [[A^-1, 0],
+    [-D^-1 C A^-1, D^-1]] (matrix products only, so BLAS does the work)."""
+    n = len(lower)
+    if n <= 128:
+        out[...] = np.linalg.inv(lower)
+        return
+    m = n // 2
+    _invert_lower(lower[:m, :m], out[:m, :m])
+    _invert_lower(lower[m:, m:], out[m:, m:])
+    out[m:, :m] = -(out[m:, m:] @ (lower[m:, :m] @ out[:m, :m]))
 
 
 def quantize_weighted(weight: np.ndarray, importance: np.ndarray | None, bits: int, block_size: int,
