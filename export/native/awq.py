@@ -204,14 +204,27 @@ class AwqReader:
 
     def moments(self, name: str) -> np.ndarray | None:
         """X^T X (K, K) of the calibration inputs of builder linear `name` in the latest calibrated layer (in the
-        scaled weights' coordinates), or None (not kept, or not a layer linear: the lm_head)."""
+        scaled weights' coordinates; the lm_head's once the last layer is done), or None (not kept)."""
         from edgelm.export.native.precision import role_of
 
         role, layer = role_of(name)
+        if role == "lm_head":
+            return self.head_moments()
         group = MOMENT_GROUPS.get(role)
         if not self.keep_moments or group is None or layer != self.done:
             return None
         return self.layer_moments.get(group)
+
+    def head_moments(self) -> np.ndarray | None:
+        """X^T X of the lm_head's inputs (the final norm of the last layer's output), once every layer is
+        calibrated; None before that or when moments are not kept."""
+        if not self.keep_moments or self.forward is None or self.done != self.arch.num_layers - 1:
+            return None
+        if "head" not in self.layer_moments:
+            h = self.forward.h
+            x = self.forward._norm(h, self.reader.get(self.arch.tensor("final_norm"))).reshape(-1, h.shape[-1])
+            self.layer_moments["head"] = x.T @ x
+        return self.layer_moments["head"]
 
     @property
     def mean_alpha(self) -> float:

@@ -28,7 +28,7 @@ from edgelm.export.native.activations import ACTIVATIONS
 from edgelm.export.native.graph import GraphBuilder
 from edgelm.export.native.gptq import gptq, quantize_weighted, searched_row_slices
 from edgelm.export.native.precision import Precision, PrecisionTable, precision_table
-from edgelm.export.native.quant import quantize_blockwise, quantize_row_slices
+from edgelm.export.native.quant import half_storable, quantize_blockwise, quantize_row_slices
 from edgelm.export.native.rope import rope_switch, rotary_caches
 from edgelm.export.native.weights import SafetensorsReader, role_weight
 from edgelm.progress import Progress, as_progress
@@ -76,6 +76,7 @@ class DecoderBuilder:
         self.float = np.dtype(fmt.float_type)  # every float tensor of the graph but the logits
         self.g = GraphBuilder(folder, model_file)
         self.rounded: dict[str, tuple[Precision, str]] = {}  # linear name -> (precision, rounding) as built
+        self.deferred_table: tuple[str, Precision] | None = None  # a tied table rounded at the lm_head (gptq)
 
     def _f(self, array: np.ndarray) -> np.ndarray:
         return array.astype(self.float, copy=False)
@@ -111,12 +112,21 @@ class DecoderBuilder:
     def _store(self, q, name: str, p: Precision, gather_only: bool = False) -> tuple:
         """Write a quantized weight's codes, scales (and zero points); return (names, N, K, precision)."""
         g = self.g
-        # scales take the activations' type (MatMulNBits binds them to one type parameter; float16 packages)
-        names = [g.weight(f"{name}.qweight", q.codes, gather_only),
-                 g.weight(f"{name}.scales", self._f(q.scales), gather_only)]
+        names = [g.weight(f"{name}.qweight", q.codes, gather_only), self._scales(q.scales, name, gather_only)]
         if q.zero_points is not None:
             names.append(g.weight(f"{name}.zero_points", q.zero_points, gather_only))
         return names, q.n, q.k, p
+
+    def _scales(self, scales: np.ndarray, name: str, gather_only: bool) -> str:
+        """The scales in the activations' type (MatMulNBits binds both to one type parameter): float16 on disk
+        whenever they are float16 values, cast to float32 in a float32 graph (folded at load, before prepacking)."""
+        from onnx import TensorProto
+
+        g = self.g
+        if self.float == np.float32 and half_storable(scales):
+            stored = g.weight(f"{name}.scales_f16", scales.astype(np.float16), gather_only)
+            return g.node("Cast", [stored], [f"{name}.scales"], name=f"{name}/scales/Cast", to=TensorProto.FLOAT)[0]
+        return g.weight(f"{name}.scales", self._f(scales), gather_only)
 
     def _matmul_nbits(self, x: str, stored: tuple, name: str) -> str:
         names, n, k, p = stored
@@ -138,6 +148,13 @@ class DecoderBuilder:
             w = g.weight("model.embed_tokens.weight", self._f(self.reader.get(embed)), gather_only=True)
             (x,) = g.node("Gather", [w, ids], [f"{name}/out"], name=f"{name}/Gather")
             return x, None
+        if tied and fmt.rounding == "gptq" and getattr(self.reader, "head_moments", None) is not None:
+            # the table is rounded at the lm_head, against its inputs' moments (known once every layer is
+            # calibrated); its initializers' names are fixed now
+            self.deferred_table = (embed, p)
+            names = [f"{name}.qweight", f"{name}.scales"] + ([] if p.symmetric else [f"{name}.zero_points"])
+            stored = (names, getattr(self.reader, "reader", self.reader).shape(embed)[0], hidden, p)
+            return self._gather_quantized(ids, stored, name), stored
         self.rounded[name] = (p, "rtn" if fmt.rounding == "rtn" else "search")
         rounder = quantize_row_slices if fmt.rounding == "rtn" else searched_row_slices
         if hasattr(self.reader, "get_rows"):  # read by rows: the float table is never whole (2.5 GB at 200k x 3072)
@@ -147,12 +164,43 @@ class DecoderBuilder:
             table = self.reader.get(embed)
             q = rounder(lambda i, j: table[i:j], len(table), table.shape[1], p.bits, p.block, p.symmetric)
         stored = self._store(q, name, p, gather_only=not tied)  # tied: lm_head streams the whole table per token
-        rows = g.constant(f"{name}/rows_shape", np.array([q.n, -1], dtype=np.int64))
-        inputs = [g.node("Reshape", [n, rows], [f"{n}/2d"], name=f"{n}/Reshape")[0] for n in stored[0]]
+        return self._gather_quantized(ids, stored, name), stored if tied else None
+
+    def _gather_quantized(self, ids: str, stored: tuple, name: str) -> str:
+        g = self.g
+        names, n, _, p = stored
+        rows = g.constant(f"{name}/rows_shape", np.array([n, -1], dtype=np.int64))
+        inputs = [g.node("Reshape", [t, rows], [f"{t}/2d"], name=f"{t}/Reshape")[0] for t in names]
         inputs.insert(1, ids)
         (x,) = g.node("GatherBlockQuantized", inputs, [f"{name}/out"], name=f"{name}/GatherBlockQuantized",
                       domain=MS, gather_axis=0, quantize_axis=1, block_size=p.block, bits=p.bits)
-        return x, stored if tied else None
+        return x
+
+    def _write_deferred_table(self) -> None:
+        """GPTQ of the tied vocabulary table against the lm_head's input moments, a chunk of rows at a time
+        (rows are independent); written under the names the embedding's nodes already read. Falls back to the
+        weighted scale search when the moments are missing."""
+        embed, p = self.deferred_table
+        name = "/model/embed_tokens"
+        hessian = self.reader.head_moments()
+        source = getattr(self.reader, "reader", self.reader)
+        rows, cols = source.shape(embed)
+        if hasattr(source, "get_rows"):
+            read = lambda i, j: source.get_rows(embed, i, j)  # noqa: E731
+        else:
+            table = source.get(embed)
+            read = lambda i, j: table[i:j]  # noqa: E731
+        if hessian is None:
+            q = searched_row_slices(read, rows, cols, p.bits, p.block, p.symmetric)
+        else:
+            q = quantize_row_slices(read, rows, cols, p.bits, p.block, p.symmetric,
+                                    rounder=lambda w, b, blk, sym: gptq(w, hessian, b, blk, sym))
+        self.rounded[name] = (p, "search" if hessian is None else "gptq")
+        first = len(self.g.nodes)
+        self._store(q, name, p)
+        added = self.g.nodes[first:]
+        del self.g.nodes[first:]
+        self.g.nodes[:0] = added  # a scales Cast feeds the embedding: it goes first
 
     def norm(self, x: str, residual: str | None, weight_role: str, layer: int | None, name: str) -> tuple[str, str]:
         """RMSNorm of x (+ residual when given); returns (normed, new residual)."""
@@ -294,6 +342,8 @@ class DecoderBuilder:
         normed, _ = self.norm(down, residual, "final_norm", None, "/model/norm")
         last = self._last_positions(normed, start)
         if shared_head is not None:  # tied and quantized: lm_head reads the embedding's own codes
+            if self.deferred_table is not None:
+                self._write_deferred_table()
             logits = self._matmul_nbits(last, shared_head, "/lm_head")
         else:
             head = self.reader.get(a.tensor("embed" if tied else "lm_head"))  # read again, not held meanwhile
@@ -390,7 +440,7 @@ def export_native(source, workdir: Path, mode, progress: bool | Progress = True,
     activation-aware factors from a float forward of calibration windows (`edgelm.export.native.awq`)."""
     bits, quant_config = mode.native_bits, mode.config
     mix = mode.mix if quant_config.mix == "uniform" and mode.mix else quant_config.mix
-    table = precision_table(mix, bits, quant_config) if bits is not None else None
+    table = precision_table(mix, bits, quant_config, source.arch.num_layers) if bits is not None else None
     reader = SafetensorsReader(source.path)
     awq = None
     calibration = resolve_calibration(quant_config, bits, mode.calibration)

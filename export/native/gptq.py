@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from edgelm.export.native.quant import Quantized, pack_codes, quantize_row_slices
+from edgelm.export.native.quant import Quantized, half_exact, pack_codes, quantize_row_slices
 
 DAMP = 0.5  # of H's mean diagonal, added to its diagonal (measured: see docs/exporting.md)
 BATCH = 128  # columns whose updates to the rest are applied together
@@ -63,14 +63,14 @@ def _search_rows(w: np.ndarray, h: np.ndarray, bits: int, symmetric: bool) -> tu
             zp = np.full(len(w), float(1 << (bits - 1)), np.float32)
         else:
             scale = (hi - lo) * f / qmax
-            scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+            scale = half_exact(np.where(scale == 0, 1.0, scale))
             zp = np.clip(np.rint(-lo * f / scale), 0, qmax)
-        scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+        scale = half_exact(np.where(scale == 0, 1.0, scale))
         q = _codes(w, scale, zp, qmax)
         # least-squares scale for these codes: argmin_s sum h (w - s q)^2 = sum(h w q) / sum(h q q)
         num, den = (hw * q).sum(axis=1), (q * q) @ h
         fitted = np.where(den > 0, num / np.where(den > 0, den, 1.0), scale).astype(np.float32)
-        fitted = np.where(fitted == 0, scale, fitted)
+        fitted = half_exact(np.where(fitted == 0, scale, fitted))
         for s, codes in ((scale, q), (fitted, _codes(w, fitted, zp, qmax))):
             residual = codes * s[:, None]
             residual -= w

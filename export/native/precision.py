@@ -34,48 +34,75 @@ def role_of(name: str) -> tuple[str, int | None]:
 
 @dataclass(frozen=True)
 class PrecisionTable:
-    """role -> precision; roles absent take `default`."""
+    """role -> precision, optionally only in some layers (`layer_rules`: role, layers, precision; first match
+    wins, before `rules`); roles absent take `default`."""
 
     default: Precision
     rules: tuple[tuple[str, Precision], ...] = ()
+    layer_rules: tuple[tuple[str, frozenset[int], Precision], ...] = ()
 
     def choose(self, name: str) -> Precision:
-        return dict(self.rules).get(role_of(name)[0], self.default)
+        role, layer = role_of(name)
+        for rule_role, layers, p in self.layer_rules:
+            if rule_role == role and layer in layers:
+                return p
+        return dict(self.rules).get(role, self.default)
 
 
-def _uniform(bits: int, config) -> PrecisionTable | None:
+def _uniform(bits: int, config, layers: int) -> PrecisionTable | None:
     return None  # every linear at `bits`, attention block_size, MLP mlp_block_size (LinearFormat's own)
 
 
 VOCAB8 = Precision(8, 64, True)  # the vocabulary table at int8: llama.cpp keeps its output matrix at 6-8 bits too
+INT8 = Precision(8, 64, True)
 
 
-def _int4_gptq(bits: int, config) -> PrecisionTable:
-    """Layer linears int4 in blocks of 32 with zero points, the vocabulary table int8. On SmolLM2-135M, each
-    role's share of the KL divergence (that role at int4, everything else int8, GPTQ): gate_up 0.052, down
-    0.040, qkv 0.037, o 0.009; sums to the measured whole (0.140): every role matters about alike per byte,
-    and blocks of 64 on the MLP added 0.039, so the layers stay at block 32 (docs/benchmarks.md)."""
-    return PrecisionTable(Precision(4, 32), (("lm_head", VOCAB8),))
+def outer_layers(n: int) -> frozenset[int]:
+    """The first and last eighth of `n` layers (at least one each): where a role at int8 buys most."""
+    edge = -(-n // 8)
+    return frozenset(range(min(edge, n))) | frozenset(range(max(n - edge, 0), n))
 
 
-def _int4_gptq_compact(bits: int, config) -> PrecisionTable:
-    """The smaller tier: int4_gptq's layers with the vocabulary table at int4 too (block 32, zero points). On
-    SmolLM2: 84.4 MiB of graph, KLD 0.230; layers in blocks of 64 (down 128) instead came to 76.5 MiB, KLD 0.309."""
-    return PrecisionTable(Precision(4, 32))
+def spread_layers(n: int) -> frozenset[int]:
+    """outer_layers plus every third layer between them: about half of the layers."""
+    edge = -(-n // 8)
+    return outer_layers(n) | frozenset(range(edge + 1, n - edge, 3))
 
 
-def _int8_gptq(bits: int, config) -> PrecisionTable:
-    return PrecisionTable(Precision(8, 64, True))
+def late_layers(n: int) -> frozenset[int]:
+    """outer_layers plus the second half of the layers."""
+    return outer_layers(n) | frozenset(range(n // 2, n))
 
 
-# mix name -> (bits of the mode, QuantConfig) -> table (None: uniform)
+def _int4_gptq(bits: int, config, layers: int) -> PrecisionTable:
+    """The 4-bit quality tier: linears int4 in blocks of 32 with zero points; the vocabulary table int8; qkv at
+    int8 in late_layers and down at int8 in outer_layers. Measured on SmolLM2-135M (KLD, MiB; all-int4 layers
+    0.137 at 92.1): qkv int8 in the second half of the layers -0.019 for 3.5 MiB, in the first half -0.014;
+    down int8 in spread_layers -0.028 for 5.7 MiB, in the first or last half -0.020 / -0.022; qkv everywhere
+    -0.034 for 7.1 MiB; qkv in spread_layers with down in outer_layers 0.105 at 98.7 (docs/benchmarks.md)."""
+    return PrecisionTable(Precision(4, 32), (("lm_head", VOCAB8),),
+                          (("qkv", late_layers(layers), INT8), ("down", outer_layers(layers), INT8)))
+
+
+def _int4_gptq_compact(bits: int, config, layers: int) -> PrecisionTable:
+    """The smaller tier: int4 in blocks of 32 with zero points everywhere, the vocabulary table included (GPTQ
+    against the lm_head's inputs), down at int8 in spread_layers. On SmolLM2: 85.6 MiB, KLD 0.146; without
+    the int8 downs 79.8 MiB, 0.175; with the table rounded by the unweighted search instead of GPTQ, 0.230."""
+    return PrecisionTable(Precision(4, 32), (), (("down", spread_layers(layers), INT8),))
+
+
+def _int8_gptq(bits: int, config, layers: int) -> PrecisionTable:
+    return PrecisionTable(INT8)
+
+
+# mix name -> (bits of the mode, QuantConfig, number of layers) -> table (None: uniform)
 MIXES: dict[str, Callable] = {"uniform": _uniform, "int4-gptq": _int4_gptq, "int4-gptq-compact": _int4_gptq_compact,
                               "int8-gptq": _int8_gptq}
 
 
-def precision_table(mix: str, bits: int, config) -> PrecisionTable | None:
+def precision_table(mix: str, bits: int, config, layers: int) -> PrecisionTable | None:
     if mix not in MIXES:
         from edgelm.errors import QuantizationError
 
         raise QuantizationError(f"unknown precision mix {mix!r}; choose one of: {', '.join(MIXES)}")
-    return MIXES[mix](bits, config)
+    return MIXES[mix](bits, config, layers)
