@@ -106,6 +106,10 @@ def _quality_lines(m: Manifest) -> list[str]:
         return ["self-check   none recorded (exported with --no-check or by an older edgelm)"]
     c = m.quality
     lines = [f"self-check   {quality_line(c)}", f"  against    {c.reference}", f"  text       {c.text}"]
+    if c.llama_kld is not None:
+        k = c.llama_kld
+        lines.append(f"  KLD        {k.kld:.4g} ± {k.kld_err:.2g}, same top {100 * k.same_top:.1f}%, PPL {k.ppl:.3f} "
+                     f"(source {k.ppl_ref:.3f}); {k.positions} positions, {k.chunks} chunks of {k.n_ctx}: {k.text}")
     if m.device_quality is not None:
         d = m.device_quality
         lines.append(f"  on {d.provider:7s} {quality_line(d)} ({d.text})")

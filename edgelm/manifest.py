@@ -185,6 +185,23 @@ class WeightStats:
 
 
 @dataclass(frozen=True)
+class KldScore:
+    """The package scored as `llama-perplexity --kl-divergence` scores a quantized file against full precision
+    (`edgelm.bench.kld`: chunks of `n_ctx` tokens from an empty cache, the second half of each scored), the source
+    model in transformers (float32) the reference: figures a user can set beside llama.cpp's."""
+
+    kld: float  # mean KL(reference || package), nats
+    kld_err: float  # its standard error
+    same_top: float  # share of scored positions whose argmax agrees with the reference's
+    ppl: float  # the package's perplexity on the scored tokens
+    ppl_ref: float
+    positions: int
+    chunks: int
+    n_ctx: int
+    text: str
+
+
+@dataclass(frozen=True)
 class QualityCheck:
     """What the export's self-check measured: the package run on the CPU against its source model's own
     forward in transformers (float32), fed the same token ids. `text`: what was compared; the figures are
@@ -202,6 +219,7 @@ class QualityCheck:
     tolerance: float | None = None  # float packages: the max |logit diff| allowed (else the export fails)
     verdict: str = "pass"  # pass | warn: <why>  (a failing float package is never written)
     provider: str = "cpu"
+    llama_kld: KldScore | None = None  # export --kld: scored as llama-perplexity does (None: not asked for)
 
 
 @dataclass(frozen=True)

@@ -212,6 +212,22 @@ def self_check(stage: Path, source, manifest: Manifest, min_agreement: float | N
     return manifest
 
 
+def llama_kld(stage: Path, source, manifest: Manifest, progress: Progress) -> Manifest:
+    """The package in `stage` scored against its source in transformers with llama-perplexity's KLD scoring
+    (edgelm.bench.kld: the Apache-2.0 and MPL-2.0 texts Debian ships); recorded in the quality block."""
+    from edgelm.bench.divergence import kld_table
+    from edgelm.bench.kld import LICENSE_TEXTS
+    from edgelm.manifest import KldScore
+
+    (_, _, r), = kld_table(source.path, [stage], progress=progress)
+    text = " + ".join(LICENSE_TEXTS) + " (/usr/share/common-licenses), as llama-perplexity --kl-divergence"
+    score = KldScore(float(f"{r.kld:.4g}"), float(f"{r.kld_err:.2g}"), round(r.same_top, 4), round(r.ppl, 4),
+                     round(r.ppl_ref, 4), r.positions, r.chunks, r.n_ctx, text)
+    manifest = replace(manifest, quality=replace(manifest.quality, llama_kld=score))
+    manifest.write(stage)
+    return manifest
+
+
 def _finite(logits: list[np.ndarray], sequences, whose: str, advice: str) -> None:
     """ExportError naming the first sequence and position where `whose` logits are NaN or infinite: no figure
     computed from them means anything (NaN compares false with every tolerance: it would pass)."""

@@ -59,3 +59,4 @@ class ExportConfig:
     progress: bool = True
     check: bool = True  # run the package against its source model before putting it in place (export.check)
     min_agreement: float | None = None  # quantized: fail when the self-check's top-1 agreement is below this
+    kld: bool = False  # the self-check also scores KLD as llama-perplexity does (the license texts; slower)

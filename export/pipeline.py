@@ -83,6 +83,8 @@ def check_config(config: ExportConfig) -> None:
         raise ExportError(f"--min-agreement is a fraction of positions, 0 to 1; got {config.min_agreement}")
     if config.min_agreement is not None and not config.check:
         raise ExportError("--min-agreement needs the self-check; drop --no-check")
+    if config.kld and not config.check:
+        raise ExportError("--kld is scored by the self-check; drop --no-check")
 
 
 # ArchSpec builder switches the static NPU graph does not implement yet: switch -> what it is (every switch the
@@ -213,4 +215,9 @@ def _checked(stage: Path, source, manifest: Manifest, config: ExportConfig) -> M
         return manifest
     from edgelm.export.check import self_check
 
-    return self_check(stage, source, manifest, config.min_agreement, as_progress(config.progress))
+    manifest = self_check(stage, source, manifest, config.min_agreement, as_progress(config.progress))
+    if config.kld:
+        from edgelm.export.check import llama_kld
+
+        manifest = llama_kld(stage, source, manifest, as_progress(config.progress))
+    return manifest

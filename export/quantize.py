@@ -229,7 +229,8 @@ class _Gptq(QuantMode):
 
 @register("int4-gptq")
 class Int4Gptq(_Gptq):
-    """Every layer linear int4 (block 32, zero points), the vocabulary table (embedding and tied lm_head) int8."""
+    """The 4-bit quality tier (llama.cpp Q4_K_M's class): layer linears int4 (block 32, zero points), qkv and down
+    int8 in some layers (export.native.precision), the vocabulary table (embedding and tied lm_head) int8."""
 
     native_bits = 4
     mix = "int4-gptq"
@@ -237,7 +238,8 @@ class Int4Gptq(_Gptq):
 
 @register("int4-gptq-compact")
 class Int4GptqCompact(_Gptq):
-    """The smaller 4-bit tier: int4-gptq's layers, the vocabulary table int4 as well."""
+    """The smaller 4-bit tier (Q4_0's size class): int4 everywhere, the vocabulary table too, down int8 in
+    about half the layers."""
 
     native_bits = 4
     mix = "int4-gptq-compact"
@@ -245,7 +247,7 @@ class Int4GptqCompact(_Gptq):
 
 @register("int8-gptq")
 class Int8Gptq(_Gptq):
-    """Every linear int8, symmetric, blocks of 64 (8.5 bits a weight, as llama.cpp's Q8_0)."""
+    """Every linear int8, symmetric, blocks of 64 with float16 scales (8.25 bits a weight; llama.cpp's Q8_0 is 8.5)."""
 
     native_bits = 8
     mix = "int8-gptq"

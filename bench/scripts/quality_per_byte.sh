@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 W=${1:-build/quality}
-: "${LLAMA_BIN:?set LLAMA_BIN to llama.cpp's build/bin}"
+: "${LLAMA_BIN:?set LLAMA_BIN to the build/bin folder of llama.cpp}"
 E=.venv/bin/edgelm
 mkdir -p "$W"
 GGUF=$(.venv/bin/python -c "from edgelm.export.gguf import smollm2_gguf; print(smollm2_gguf())")

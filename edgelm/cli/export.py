@@ -33,6 +33,7 @@ def run(args) -> int:
     config = ExportConfig(
         **given(args, quant="quant", backend="backend", target="target"), quant_config=quant, npu=npu,
         force=args.force, progress=not args.quiet, check=not args.no_check, min_agreement=args.min_agreement,
+        kld=args.kld,
     )
     if args.synthetic:
         manifest = export_synthetic(args.synthetic, args.output, config, seed=args.seed)
@@ -117,5 +118,9 @@ def add(sub) -> None:
                    "is written; float packages beyond tolerance fail, quantized ones record their agreement)")
     p.add_argument("--min-agreement", type=float, metavar="X",
                    help="fail a quantized export whose self-check top-1 agreement with the source is below X (0-1)")
+    p.add_argument("--kld", action="store_true",
+                   help="the self-check also scores KL divergence from the source as llama-perplexity "
+                   "--kl-divergence does (chunks of 256 of the license texts Debian ships), recorded in the manifest "
+                   "and shown by `edgelm info`, beside llama.cpp's figures; slower (a second pass of the source)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -26,7 +26,7 @@ import numpy as np
 from edgelm.export.arch import ArchSpec
 from edgelm.export.native.activations import ACTIVATIONS
 from edgelm.export.native.graph import GraphBuilder
-from edgelm.export.native.gptq import gptq, quantize_weighted, searched_row_slices
+from edgelm.export.native.gptq import gptq, gptq_rows, quantize_weighted, searched_row_slices
 from edgelm.export.native.precision import Precision, PrecisionTable, precision_table
 from edgelm.export.native.quant import half_storable, quantize_blockwise, quantize_row_slices
 from edgelm.export.native.rope import rope_switch, rotary_caches
@@ -193,8 +193,7 @@ class DecoderBuilder:
         if hessian is None:
             q = searched_row_slices(read, rows, cols, p.bits, p.block, p.symmetric)
         else:
-            q = quantize_row_slices(read, rows, cols, p.bits, p.block, p.symmetric,
-                                    rounder=lambda w, b, blk, sym: gptq(w, hessian, b, blk, sym))
+            q = gptq_rows(read, rows, cols, hessian, p.bits, p.block, p.symmetric)
         self.rounded[name] = (p, "search" if hessian is None else "gptq")
         first = len(self.g.nodes)
         self._store(q, name, p)

@@ -12,8 +12,8 @@ H's inverse says they can absorb it (Frantar et al. 2022, the optimal brain surg
         q_j = round(w_j)             err_j = (w_j - q_j) / U[j, j]
         w_k -= err_j * U[j, k]       for every k > j
 
-Columns that never see an input (H[j, j] = 0) are zero and rounded as zero. Memory: W in float32, H and U in
-float64 (K x K: 640 MB at K = 8960, a 1.5B model's down projection).
+Columns that never see an input (H[j, j] = 0) are zero and rounded as zero. Memory: H in float64 and U in
+float32 (K x K: 640 MB and 320 MB at K = 8960, a 1.5B model's down projection), GPTQ_ROWS rows of W at a time.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from edgelm.export.native.quant import Quantized, half_exact, pack_codes, quanti
 
 DAMP = 0.5  # of H's mean diagonal, added to its diagonal (measured: see docs/exporting.md)
 BATCH = 128  # columns whose updates to the rest are applied together
+GPTQ_ROWS = 16384  # rows rounded at a time (their float32 copy and codes: 2 x 100 MB at K = 1536)
 SHRINK = np.linspace(1.0, 0.55, 19)  # range factors the scale search tries (1 = min/max)
 PARALLEL_FROM = 1 << 16  # block elements from which search_scales splits its rows over two threads
 _POOL = ThreadPoolExecutor(2, thread_name_prefix="edgelm-gptq")
@@ -104,14 +105,30 @@ def gptq(weight: np.ndarray, hessian: np.ndarray, bits: int, block_size: int, sy
     """`weight` (N, K) rounded column by column against `hessian` (K, K) = X^T X, in blocks of `block_size`
     columns (each block one scale and zero point per row), packed as MatMulNBits takes it."""
     n, k = weight.shape
-    qmax = (1 << bits) - 1
-    w = np.array(weight, dtype=np.float32)
+    return gptq_rows(lambda i, j: weight[i:j], n, k, hessian, bits, block_size, symmetric, damp)
+
+
+def gptq_rows(rows, n: int, k: int, hessian: np.ndarray, bits: int, block_size: int, symmetric: bool,
+              damp: float | None = None) -> Quantized:
+    """gptq of an (n, k) weight read by `rows(start, stop)`, GPTQ_ROWS rows at a time (rows are independent
+    given H: one factorisation serves them all; a 151936-row lm_head is never whole in float32)."""
     diag = np.diag(hessian).astype(np.float64)
     dead = diag <= 0
     diag[dead] = 1.0
-    w[:, dead] = 0.0
     # the damped float64 H is made in the call and held by it alone (freed there: two K x K arrays at a time)
     u = _upper_cholesky_of_inverse(_damped(hessian, dead, diag, DAMP if damp is None else damp))
+    parts = [_gptq_chunk(np.array(rows(i, min(i + GPTQ_ROWS, n)), dtype=np.float32), u, diag, dead, bits,
+                         block_size, symmetric) for i in range(0, n, GPTQ_ROWS)]
+    zps = [p.zero_points for p in parts]
+    return Quantized(np.concatenate([p.codes for p in parts]), np.concatenate([p.scales for p in parts]),
+                     None if symmetric else np.concatenate(zps), n, k)
+
+
+def _gptq_chunk(w: np.ndarray, u: np.ndarray, diag: np.ndarray, dead: np.ndarray, bits: int, block_size: int,
+                symmetric: bool) -> Quantized:
+    n, k = w.shape
+    qmax = (1 << bits) - 1
+    w[:, dead] = 0.0
     k_blocks = -(-k // block_size)
     codes = np.zeros((n, k_blocks * block_size), np.float32)
     scales = np.ones((n, k_blocks), np.float32)

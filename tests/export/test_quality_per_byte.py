@@ -112,3 +112,55 @@ def test_the_tied_table_is_rounded_against_the_lm_heads_inputs(builds, tmp_path)
 
     plain = searched_row_slices(lambda i, j: table[i:j], *table.shape, 4, 32, False)
     assert weighted(want) < 0.9 * weighted(plain)  # measured 0.82x (random weights: near-isotropic inputs)
+
+
+def test_layer_sets_scale_with_depth():
+    from edgelm.export.native.precision import late_layers, outer_layers, spread_layers
+
+    assert sorted(outer_layers(30)) == [0, 1, 2, 3, 26, 27, 28, 29]
+    assert sorted(late_layers(30)) == [0, 1, 2, 3, *range(15, 30)]
+    assert sorted(spread_layers(30)) == [0, 1, 2, 3, 5, 8, 11, 14, 17, 20, 23, 26, 27, 28, 29]
+    assert sorted(outer_layers(28)) == [0, 1, 2, 3, 24, 25, 26, 27]
+    assert sorted(outer_layers(1)) == [0] and sorted(spread_layers(2)) == [0, 1]
+
+
+def test_the_precision_table_is_recorded_and_honoured(builds, tmp_path):
+    """Every linear's bits and block in the manifest are the table's for its role and layer, and the graph's
+    MatMulNBits nodes carry exactly those (qkv int8 in late layers, down int8 in outer ones, the rest int4)."""
+    from edgelm.export.native.precision import precision_table
+
+    hf = builds.hf("tiny-qwen2")  # untied: its lm_head is a linear of its own, rounded against its inputs
+    m = export_model(hf, tmp_path / "p", ExportConfig(quant="int4-gptq", progress=False, check=False))
+    table = precision_table("int4-gptq", 4, None, 2)
+    recorded = {x.name: x for x in m.quantization.linears}
+    model = onnx.load(str(tmp_path / "p" / "model.onnx"), load_external_data=False)
+    nodes = {n.name.rsplit("/MatMulNBits", 1)[0]: {a.name: a.i for a in n.attribute}
+             for n in model.graph.node if n.op_type == "MatMulNBits"}
+    assert set(nodes) == set(recorded) - {"/model/embed_tokens"} or set(nodes) == set(recorded)
+    for name, attrs in nodes.items():
+        want = table.choose(name)
+        assert (recorded[name].bits, recorded[name].block_size) == (want.bits, want.block), name
+        assert (attrs["bits"], attrs["block_size"]) == (want.bits, want.block), name
+        assert recorded[name].rounding == "gptq", name
+    assert {x.bits for x in recorded.values()} == {4, 8}
+
+
+def test_the_self_check_records_kld_scored_as_llama_perplexity_does(builds, tmp_path):
+    """export --kld: the manifest's figure equals `edgelm eval --kld` of the same package against the fp32
+    package of the same source (which matches transformers to ~1e-5 here), and `edgelm info` shows it;
+    with --no-check it is refused, nothing written."""
+    from edgelm.bench.divergence import kld_table
+    from edgelm.errors import ExportError
+    from edgelm.info import describe_package
+
+    hf = builds.hf("tiny-llama")
+    with pytest.raises(ExportError, match="--kld is scored by the self-check"):
+        export_model(hf, tmp_path / "no", ExportConfig(quant="int4", progress=False, check=False, kld=True))
+    assert not (tmp_path / "no").exists()
+    m = export_model(hf, tmp_path / "p", ExportConfig(quant="int4", progress=False, kld=True))
+    got = m.quality.llama_kld
+    (_, _, want), = kld_table(builds.package("tiny-llama", "fp32", "native"), [tmp_path / "p"])
+    assert got.positions == want.positions and got.chunks == want.chunks and got.n_ctx == 256
+    assert got.kld > 0.01 and abs(got.kld - want.kld) <= 1e-3 * want.kld + 1e-5, (got, want)
+    assert abs(got.same_top - want.same_top) <= 2 / want.positions
+    assert f"KLD        {got.kld:.4g}" in describe_package(str(tmp_path / "p"))
