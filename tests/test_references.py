@@ -18,16 +18,23 @@ from edgelm.runtime.sampling import SamplingConfig, sample
 # -- quantization: MatMulNBits' documented format, one block at a time in plain Python --------------------------
 def reference_block(values: list[float], bits: int, symmetric: bool) -> tuple[list[int], float, int]:
     """(codes, scale, zero point) of one block: asymmetric spans [min(lo, 0), max(hi, 0)] with 2^bits - 1 steps;
-    symmetric maps the value of largest magnitude to code 0 (zero point 2^(bits-1))."""
+    symmetric maps the value of largest magnitude to code 0 (zero point 2^(bits-1)). The scale is then the
+    nearest float16 value, where that is a normal float16 (magnitude 2^-14 or more), before any code is rounded
+    against it (so a float32 package stores it in 2 bytes)."""
     f32 = np.float32  # the format's arithmetic is float32: a float64 reference rounds near-ties differently
+
+    def half(scale):
+        nearest = f32(np.float16(scale))
+        return nearest if math.isfinite(nearest) and abs(nearest) >= 2.0 ** -14 else scale
+
     qmax = (1 << bits) - 1
     if symmetric:
         zp = 1 << (bits - 1)
         big = max(values, key=abs)
-        scale = f32(big) / f32(-zp) if big else f32(1.0)
+        scale = half(f32(big) / f32(-zp)) if big else f32(1.0)
     else:
         lo, hi = f32(min(min(values), 0.0)), f32(max(max(values), 0.0))
-        scale = (hi - lo) / f32(qmax) or f32(1.0)
+        scale = half((hi - lo) / f32(qmax) or f32(1.0))
         zp = min(max(int(np.rint(-lo / scale)), 0), qmax)
     codes = [min(max(int(np.rint(f32(v) / scale)) + zp, 0), qmax) for v in values]
     return codes, float(scale), zp

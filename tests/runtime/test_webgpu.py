@@ -23,7 +23,8 @@ IDS = list(range(5, 105))  # 100 positions: runs past 32 tokens are what WebGPU 
 # fp32/int4 compute in float32 on both EPs (bounds ~2x measured); fp16 accumulates in fp16 on WebGPU
 LOGIT_BOUND = {"fp32": 5e-5, "int4": 6e-5, "fp16": 0.3, "int4-fp16": 0.25}
 TOP1_BOUND = {"fp32": 1.0, "int4": 1.0, "fp16": 0.97, "int4-fp16": 0.95}
-GREEDY_PREFIX = {"fp32": 24, "int4": 24, "fp16": 24, "int4-fp16": 5}  # first tokens equal to the CPU EP's
+# first tokens equal to the CPU EP's (fewer where the CPU's top two are closer than twice the logit bound)
+GREEDY_PREFIX = {"fp32": 24, "int4": 24, "fp16": 24, "int4-fp16": 5}
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +76,15 @@ def test_gpu_packages_run_whole_on_webgpu_as_on_the_cpu(webgpu, gpu_packages, qu
     assert (got.argmax(-1) == want.argmax(-1)).mean() >= TOP1_BOUND[quant]
     prompt = cpu.encode_prompt("Hello there")
     kw = {"max_new_tokens": 24, "ignore_eos": True}
-    n = GREEDY_PREFIX[quant]
-    assert list(gpu.stream_ids(prompt, **kw))[:n] == list(cpu.stream_ids(prompt, **kw))[:n]
+    want_ids = list(cpu.stream_ids(prompt, **kw))
+    # greedy equality is owed only while the CPU's own top two stand further apart than the logit bound: at a
+    # closer step either provider may rightly pick either (random tiny weights make such steps common in fp16)
+    cpu.decoder.reset()
+    steps = cpu.decoder.forward(list(prompt) + want_ids, last_only=False)[len(prompt) - 1:-1]
+    top2 = np.sort(steps, axis=-1)[:, -2:]
+    decided = next((i for i, (b, a) in enumerate(top2) if a - b < 2 * LOGIT_BOUND[quant]), len(want_ids))
+    n = min(GREEDY_PREFIX[quant], decided)
+    assert list(gpu.stream_ids(prompt, **kw))[:n] == want_ids[:n], (n, decided)
 
 
 def test_a_cpu_package_names_the_ops_webgpu_lacks(webgpu, builds):
