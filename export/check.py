@@ -216,11 +216,11 @@ def llama_kld(stage: Path, source, manifest: Manifest, progress: Progress) -> Ma
     """The package in `stage` scored against its source in transformers with llama-perplexity's KLD scoring
     (edgelm.bench.kld: the Apache-2.0 and MPL-2.0 texts Debian ships); recorded in the quality block."""
     from edgelm.bench.divergence import kld_table
-    from edgelm.bench.kld import LICENSE_TEXTS
+    from edgelm.bench.kld import LICENSE_TEXTS, LICENSES
     from edgelm.manifest import KldScore
 
     (_, _, r), = kld_table(source.path, [stage], progress=progress)
-    text = " + ".join(LICENSE_TEXTS) + " (/usr/share/common-licenses), as llama-perplexity --kl-divergence"
+    text = f"{' + '.join(LICENSE_TEXTS)} ({LICENSES}), as llama-perplexity --kl-divergence"
     score = KldScore(float(f"{r.kld:.4g}"), float(f"{r.kld_err:.2g}"), round(r.same_top, 4), round(r.ppl, 4),
                      round(r.ppl_ref, 4), r.positions, r.chunks, r.n_ctx, text)
     manifest = replace(manifest, quality=replace(manifest.quality, llama_kld=score))

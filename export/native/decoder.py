@@ -157,12 +157,7 @@ class DecoderBuilder:
             return self._gather_quantized(ids, stored, name), stored
         self.rounded[name] = (p, "rtn" if fmt.rounding == "rtn" else "search")
         rounder = quantize_row_slices if fmt.rounding == "rtn" else searched_row_slices
-        if hasattr(self.reader, "get_rows"):  # read by rows: the float table is never whole (2.5 GB at 200k x 3072)
-            rows, cols = self.reader.shape(embed)
-            q = rounder(lambda i, j: self.reader.get_rows(embed, i, j), rows, cols, p.bits, p.block, p.symmetric)
-        else:  # the awq reader: its calibration forward starts from the table
-            table = self.reader.get(embed)
-            q = rounder(lambda i, j: table[i:j], len(table), table.shape[1], p.bits, p.block, p.symmetric)
+        q = rounder(*_table_rows(self.reader, embed), p.bits, p.block, p.symmetric)
         stored = self._store(q, name, p, gather_only=not tied)  # tied: lm_head streams the whole table per token
         return self._gather_quantized(ids, stored, name), stored if tied else None
 
@@ -183,13 +178,7 @@ class DecoderBuilder:
         embed, p = self.deferred_table
         name = "/model/embed_tokens"
         hessian = self.reader.head_moments()
-        source = getattr(self.reader, "reader", self.reader)
-        rows, cols = source.shape(embed)
-        if hasattr(source, "get_rows"):
-            read = lambda i, j: source.get_rows(embed, i, j)  # noqa: E731
-        else:
-            table = source.get(embed)
-            read = lambda i, j: table[i:j]  # noqa: E731
+        read, rows, cols = _table_rows(getattr(self.reader, "reader", self.reader), embed)  # the file's reader
         if hessian is None:
             q = searched_row_slices(read, rows, cols, p.bits, p.block, p.symmetric)
         else:
@@ -429,6 +418,17 @@ class DecoderBuilder:
         axis = g.constant("/lm_head/axis", np.array([1], dtype=np.int64))
         (out,) = g.node("Slice", [x, start, end, axis], ["/lm_head/last"], name="/lm_head/Slice")
         return out
+
+
+def _table_rows(reader, embed: str):
+    """(read(start, stop), rows, cols) of the vocabulary table: by rows where the reader reads by rows (the float
+    table is then never whole: 2.5 GB at 200k x 3072), else from the whole table (the awq reader: its
+    calibration forward starts from the table)."""
+    if hasattr(reader, "get_rows"):
+        rows, cols = reader.shape(embed)
+        return (lambda i, j: reader.get_rows(embed, i, j)), rows, cols
+    table = reader.get(embed)
+    return (lambda i, j: table[i:j]), *table.shape
 
 
 def export_native(source, workdir: Path, mode, progress: bool | Progress = True, io=NATIVE_IO):

@@ -59,14 +59,10 @@ def _search_rows(w: np.ndarray, h: np.ndarray, bits: int, symmetric: bool) -> tu
     else:
         lo, hi = np.minimum(w.min(axis=1), 0.0), np.maximum(w.max(axis=1), 0.0)
     for f in SHRINK:
-        if symmetric:
-            scale = extreme * f / -float(1 << (bits - 1))
-            zp = np.full(len(w), float(1 << (bits - 1)), np.float32)
-        else:
-            scale = (hi - lo) * f / qmax
-            scale = half_exact(np.where(scale == 0, 1.0, scale))
-            zp = np.clip(np.rint(-lo * f / scale), 0, qmax)
+        scale = extreme * f / -float(1 << (bits - 1)) if symmetric else (hi - lo) * f / qmax
         scale = half_exact(np.where(scale == 0, 1.0, scale))
+        zp = (np.full(len(w), float(1 << (bits - 1)), np.float32) if symmetric
+              else np.clip(np.rint(-lo * f / scale), 0, qmax))
         q = _codes(w, scale, zp, qmax)
         # least-squares scale for these codes: argmin_s sum h (w - s q)^2 = sum(h w q) / sum(h q q)
         num, den = (hw * q).sum(axis=1), (q * q) @ h
@@ -117,11 +113,9 @@ def gptq_rows(rows, n: int, k: int, hessian: np.ndarray, bits: int, block_size: 
     diag[dead] = 1.0
     # the damped float64 H is made in the call and held by it alone (freed there: two K x K arrays at a time)
     u = _upper_cholesky_of_inverse(_damped(hessian, dead, diag, DAMP if damp is None else damp))
-    parts = [_gptq_chunk(np.array(rows(i, min(i + GPTQ_ROWS, n)), dtype=np.float32), u, diag, dead, bits,
-                         block_size, symmetric) for i in range(0, n, GPTQ_ROWS)]
-    zps = [p.zero_points for p in parts]
-    return Quantized(np.concatenate([p.codes for p in parts]), np.concatenate([p.scales for p in parts]),
-                     None if symmetric else np.concatenate(zps), n, k)
+    return quantize_row_slices(
+        rows, n, k, bits, block_size, symmetric, chunk=GPTQ_ROWS,
+        rounder=lambda w, b, blk, sym: _gptq_chunk(np.array(w, dtype=np.float32), u, diag, dead, b, blk, sym))
 
 
 def _gptq_chunk(w: np.ndarray, u: np.ndarray, diag: np.ndarray, dead: np.ndarray, bits: int, block_size: int,
@@ -173,7 +167,7 @@ def _upper_cholesky_of_inverse(h: np.ndarray) -> np.ndarray:
 
     With J the order-reversing permutation and J H J = M M^T (Cholesky, M lower), H^-1 = J M^-T M^-1 J, so
     U = J M^-1 J: one Cholesky and one triangular inverse, no general inverse and no second factorisation.
-    Works in place on `h` (the caller's damped copy): at K = 8960 each K x K array is 640 MB."""
+    Takes the caller's damped copy `h` and drops it once reversed: at K = 8960 each K x K array is 640 MB."""
     extra = 0.0
     flipped = np.ascontiguousarray(h[::-1, ::-1])
     del h

@@ -2,8 +2,8 @@
 
 A linear is named by its role in the layer (the builder's graph names): `qkv` (q, k, v packed), `o`, `gate_up`
 (gate and up packed), `down`, and `lm_head` (a tied model's vocabulary table, the embedding, follows it). A
-precision table is data: role -> (bits, block, symmetric), the same in every layer. The table a package was
-built with is recorded in its manifest (`Quantization.linears`: every linear's bits and block), so `edgelm info`
+precision table is data: role -> (bits, block, symmetric), optionally only in a named set of layers that scales
+with the depth (`outer_layers`, `late_layers`, `spread_layers`). The table a package was built with is recorded in its manifest (`Quantization.linears`: every linear's bits and block), so `edgelm info`
 shows it and the runtime never guesses.
 """
 
@@ -53,20 +53,21 @@ def _uniform(bits: int, config, layers: int) -> PrecisionTable | None:
     return None  # every linear at `bits`, attention block_size, MLP mlp_block_size (LinearFormat's own)
 
 
-VOCAB8 = Precision(8, 64, True)  # the vocabulary table at int8: llama.cpp keeps its output matrix at 6-8 bits too
-INT8 = Precision(8, 64, True)
+INT8 = Precision(8, 64, True)  # also the vocabulary table's: llama.cpp keeps its output matrix at 6-8 bits too
+
+
+def _edge(n: int) -> int:
+    return -(-n // 8)  # an eighth of the layers, at least one
 
 
 def outer_layers(n: int) -> frozenset[int]:
     """The first and last eighth of `n` layers (at least one each): where a role at int8 buys most."""
-    edge = -(-n // 8)
-    return frozenset(range(min(edge, n))) | frozenset(range(max(n - edge, 0), n))
+    return frozenset(range(min(_edge(n), n))) | frozenset(range(max(n - _edge(n), 0), n))
 
 
 def spread_layers(n: int) -> frozenset[int]:
     """outer_layers plus every third layer between them: about half of the layers."""
-    edge = -(-n // 8)
-    return outer_layers(n) | frozenset(range(edge + 1, n - edge, 3))
+    return outer_layers(n) | frozenset(range(_edge(n) + 1, n - _edge(n), 3))
 
 
 def late_layers(n: int) -> frozenset[int]:
@@ -80,7 +81,7 @@ def _int4_gptq(bits: int, config, layers: int) -> PrecisionTable:
     0.137 at 92.1): qkv int8 in the second half of the layers -0.019 for 3.5 MiB, in the first half -0.014;
     down int8 in spread_layers -0.028 for 5.7 MiB, in the first or last half -0.020 / -0.022; qkv everywhere
     -0.034 for 7.1 MiB; qkv in spread_layers with down in outer_layers 0.105 at 98.7 (docs/benchmarks.md)."""
-    return PrecisionTable(Precision(4, 32), (("lm_head", VOCAB8),),
+    return PrecisionTable(Precision(4, 32), (("lm_head", INT8),),
                           (("qkv", late_layers(layers), INT8), ("down", outer_layers(layers), INT8)))
 
 

@@ -54,13 +54,12 @@ def quantize_blockwise(weight: np.ndarray, bits: int, block_size: int, symmetric
 
 
 def quantize_row_slices(rows, n: int, k: int, bits: int, block_size: int, symmetric: bool,
-                        rounder=None) -> Quantized:
+                        rounder=None, chunk: int = ROWS_PER_CHUNK) -> Quantized:
     """quantize_blockwise of an (n, k) weight read by `rows(start, stop)` a chunk at a time (a vocabulary table
     read from the file by rows is never whole in memory); `rounder(rows, bits, block_size, symmetric)` rounds
-    a chunk (default min/max)."""
+    a chunk (default min/max) of at most `chunk` rows."""
     rounder = rounder or _quantize_rows
-    parts = [rounder(rows(i, min(i + ROWS_PER_CHUNK, n)), bits, block_size, symmetric)
-             for i in range(0, n, ROWS_PER_CHUNK)]
+    parts = [rounder(rows(i, min(i + chunk, n)), bits, block_size, symmetric) for i in range(0, n, chunk)]
     zps = [p.zero_points for p in parts]
     return Quantized(
         np.concatenate([p.codes for p in parts]),
@@ -96,11 +95,10 @@ def _round(weight: np.ndarray, bits: int, block_size: int, symmetric: bool):
         lo = np.minimum(blocks.min(axis=-1, keepdims=True), 0.0)
         hi = np.maximum(blocks.max(axis=-1, keepdims=True), 0.0)
         scale = (hi - lo) / qmax
-        scale[scale == 0] = 1.0
-        scale = half_exact(scale)
-        zp = np.clip(np.rint(-lo / scale), 0, qmax)
     scale[scale == 0] = 1.0
     scale = half_exact(scale)
+    if not symmetric:
+        zp = np.clip(np.rint(-lo / scale), 0, qmax)
     codes = np.rint(blocks / scale)
     codes += zp
     np.clip(codes, 0, qmax, out=codes)
