@@ -85,6 +85,9 @@ def check_config(config: ExportConfig) -> None:
         raise ExportError("--min-agreement needs the self-check; drop --no-check")
     if config.kld and not config.check:
         raise ExportError("--kld is scored by the self-check; drop --no-check")
+    if config.kld and config.target == "npu-qnn":  # its static graphs' context and chunking are not scored so
+        raise ExportError("--kld is built for --target cpu and gpu packages; an npu-qnn package's self-check "
+                          "records its agreement on the device instead (edgelm info)")
 
 
 # ArchSpec builder switches the static NPU graph does not implement yet: switch -> what it is (every switch the
@@ -215,9 +218,10 @@ def _checked(stage: Path, source, manifest: Manifest, config: ExportConfig) -> M
         return manifest
     from edgelm.export.check import self_check
 
-    manifest = self_check(stage, source, manifest, config.min_agreement, as_progress(config.progress))
+    progress = as_progress(config.progress)
+    manifest = self_check(stage, source, manifest, config.min_agreement, progress)
     if config.kld:
         from edgelm.export.check import llama_kld
 
-        manifest = llama_kld(stage, source, manifest, as_progress(config.progress))
+        manifest = llama_kld(stage, source, manifest, progress)
     return manifest

@@ -148,7 +148,7 @@ def test_the_precision_table_is_recorded_and_honoured(builds, tmp_path):
 def test_the_self_check_records_kld_scored_as_llama_perplexity_does(builds, tmp_path):
     """export --kld: the manifest's figure equals `edgelm eval --kld` of the same package against the fp32
     package of the same source (which matches transformers to ~1e-5 here), and `edgelm info` shows it;
-    with --no-check it is refused, nothing written."""
+    with --no-check, and for npu-qnn packages, it is refused, nothing written."""
     from edgelm.bench.divergence import kld_table
     from edgelm.errors import ExportError
     from edgelm.info import describe_package
@@ -157,6 +157,9 @@ def test_the_self_check_records_kld_scored_as_llama_perplexity_does(builds, tmp_
     with pytest.raises(ExportError, match="--kld is scored by the self-check"):
         export_model(hf, tmp_path / "no", ExportConfig(quant="int4", progress=False, check=False, kld=True))
     assert not (tmp_path / "no").exists()
+    with pytest.raises(ExportError, match="--kld is built for --target cpu and gpu packages"):
+        export_model(hf, tmp_path / "npu", ExportConfig(target="npu-qnn", progress=False, kld=True))
+    assert not (tmp_path / "npu").exists()
     m = export_model(hf, tmp_path / "p", ExportConfig(quant="int4", progress=False, kld=True))
     got = m.quality.llama_kld
     (_, _, want), = kld_table(builds.package("tiny-llama", "fp32", "native"), [tmp_path / "p"])
